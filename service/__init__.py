@@ -1,0 +1,1 @@
+"""Lookalike's runtime: the gRPC server, the CLIP embedder and the CLI."""

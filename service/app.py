@@ -1,0 +1,90 @@
+"""The service's use cases: embed when pixels or words arrive, then ask the engine.
+
+Everything here is async and proto-free; blocking work goes through the
+runtime's executors.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from recommender.engine import UpsertOutcome
+from recommender.errors import InvalidArgument
+from recommender.filters import Filter
+from recommender.types import Scored, StoredItem
+from service.convert import ImageQuery, ItemQuery, SearchSpec, TextQuery, VectorQuery
+from service.indexing import RawItem, embed_items
+from service.runtime import Runtime
+
+MAX_EMBED_INPUTS = 1024
+
+
+class Lookalike:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def model(self) -> str:
+        embedder, _ = self._runtime.require_ready()
+        return embedder.identity
+
+    @property
+    def dim(self) -> int:
+        embedder, _ = self._runtime.require_ready()
+        return embedder.dim
+
+    async def embed(self, texts: Sequence[str], images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        embedder, _ = self._runtime.require_ready()
+        if not texts and not images:
+            raise InvalidArgument("texts", "nothing to embed: give at least one text or image")
+        if len(texts) + len(images) > MAX_EMBED_INPUTS:
+            raise InvalidArgument("texts", f"at most {MAX_EMBED_INPUTS} inputs per call; use EmbedStream for bulk")
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidArgument(f"texts[{index}]", "text is empty")
+        text_vectors = await self._runtime.infer(embedder.embed_texts, list(texts))
+        image_vectors = await self._runtime.infer(embedder.embed_images, list(images))
+        return text_vectors, image_vectors
+
+    async def embed_one(self, query: TextQuery | ImageQuery, field: str) -> np.ndarray:
+        embedder, _ = self._runtime.require_ready()
+        if isinstance(query, TextQuery):
+            if not query.text.strip():
+                raise InvalidArgument(field, "text is empty")
+            return (await self._runtime.infer(embedder.embed_texts, [query.text]))[0]
+        return (await self._runtime.infer(embedder.embed_images, [query.image], field))[0]
+
+    async def upsert(self, raws: Sequence[RawItem]) -> UpsertOutcome:
+        embedder, engine = self._runtime.require_ready()
+        prepared, errors = await self._runtime.infer(embed_items, raws, embedder)
+        outcome = await self._runtime.query(engine.upsert_items, prepared)
+        outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
+        return outcome
+
+    async def get(self, item_ids: Sequence[str], with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
+        _, engine = self._runtime.require_ready()
+        if not item_ids:
+            raise InvalidArgument("ids", "no ids given")
+        return await self._runtime.query(engine.get_items, list(item_ids), with_vectors)
+
+    async def delete(self, selector: list[str] | Filter) -> int:
+        _, engine = self._runtime.require_ready()
+        if isinstance(selector, Filter):
+            return await self._runtime.query(engine.delete_where, selector)
+        return await self._runtime.query(engine.delete_items, selector)
+
+    async def search(self, spec: SearchSpec) -> list[Scored]:
+        _, engine = self._runtime.require_ready()
+        query = spec.query
+        if isinstance(query, ItemQuery):
+            return await self._runtime.query(engine.similar_items, query.item_id, spec.target, spec.filter,
+                                             spec.params)
+        if isinstance(query, VectorQuery):
+            return await self._runtime.query(lambda: engine.search_by_vector(
+                query.values, spec.target, spec.filter, spec.params, made_by_model=False))
+        field = "query.text" if isinstance(query, TextQuery) else "query.image"
+        vector = await self.embed_one(query, field)
+        return await self._runtime.query(lambda: engine.search_by_vector(
+            vector, spec.target, spec.filter, spec.params, made_by_model=True))

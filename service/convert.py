@@ -1,0 +1,317 @@
+"""Protobuf <-> domain: the only module that knows both.
+
+Wire conventions (0 means default, unset oneofs, Struct's float-only numbers)
+are settled here, so nothing past this point sees a protobuf message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from google.protobuf import struct_pb2
+
+from recommender import filters as f
+from recommender.engine import ItemError, UpsertOutcome
+from recommender.errors import InvalidArgument
+from recommender.types import Scored, SearchParams, SearchTarget, StoredItem
+from service.api.lookalike.v1 import (
+    catalog_service_pb2 as catalog_pb,
+    embedding_service_pb2 as embedding_pb,
+    search_service_pb2 as search_pb,
+    types_pb2 as types_pb,
+)
+from service.indexing import RawItem
+
+DEFAULT_LIMIT = 10
+MAX_FILTER_DEPTH = 16
+
+_TARGETS = {
+    types_pb.SEARCH_TARGET_UNSPECIFIED: SearchTarget.IMAGE,
+    types_pb.SEARCH_TARGET_IMAGE: SearchTarget.IMAGE,
+    types_pb.SEARCH_TARGET_TEXT: SearchTarget.TEXT,
+    types_pb.SEARCH_TARGET_BOTH: SearchTarget.BOTH,
+}
+
+
+# -- queries -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextQuery:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    image: bytes
+
+
+@dataclass(frozen=True)
+class ItemQuery:
+    item_id: str
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    values: np.ndarray
+
+
+Query = TextQuery | ImageQuery | ItemQuery | VectorQuery
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    query: Query
+    target: SearchTarget
+    filter: f.Filter | None
+    params: SearchParams
+
+
+def search_from_proto(request: search_pb.SearchRequest) -> SearchSpec:
+    kind = request.WhichOneof("query")
+    if kind is None:
+        raise InvalidArgument("query", "empty query: set one of text, image, item_id or vector")
+    if kind == "text":
+        if not request.text.strip():
+            raise InvalidArgument("query.text", "text is empty")
+        query: Query = TextQuery(request.text)
+    elif kind == "image":
+        query = ImageQuery(request.image)
+    elif kind == "item_id":
+        query = ItemQuery(request.item_id)
+    else:
+        query = VectorQuery(vector_from_proto(request.vector))
+    return SearchSpec(query=query, target=target_from_proto(request.target),
+                      filter=filter_from_proto(request.filter if request.HasField("filter") else None),
+                      params=params_from_proto(request))
+
+
+def similar_from_proto(request: search_pb.SimilarItemsRequest) -> SearchSpec:
+    return SearchSpec(query=ItemQuery(request.item_id), target=target_from_proto(request.target),
+                      filter=filter_from_proto(request.filter if request.HasField("filter") else None),
+                      params=params_from_proto(request))
+
+
+def params_from_proto(request: search_pb.SearchRequest | search_pb.SimilarItemsRequest) -> SearchParams:
+    threshold = request.score_threshold if request.HasField("score_threshold") else None
+    return SearchParams(limit=request.limit or DEFAULT_LIMIT, offset=request.offset, score_threshold=threshold)
+
+
+def target_from_proto(value: int) -> SearchTarget:
+    try:
+        return _TARGETS[value]
+    except KeyError:
+        raise InvalidArgument("target", f"unknown search target {value}") from None
+
+
+def search_response(results: Sequence[Scored]) -> search_pb.SearchResponse:
+    return search_pb.SearchResponse(results=[scored_to_proto(hit) for hit in results])
+
+
+def similar_response(results: Sequence[Scored]) -> search_pb.SimilarItemsResponse:
+    return search_pb.SimilarItemsResponse(results=[scored_to_proto(hit) for hit in results])
+
+
+def scored_to_proto(hit: Scored) -> types_pb.ScoredItem:
+    return types_pb.ScoredItem(id=hit.item_id, score=hit.score, payload=payload_to_struct(hit.payload),
+                               text=hit.text)
+
+
+# -- vectors -----------------------------------------------------------------
+
+def vector_from_proto(vector: types_pb.Vector) -> np.ndarray:
+    return np.asarray(vector.values, dtype=np.float32)
+
+
+def vector_to_proto(vector: np.ndarray) -> types_pb.Vector:
+    return types_pb.Vector(values=vector.tolist())
+
+
+def embed_response(text_vectors: np.ndarray, image_vectors: np.ndarray, model: str,
+                   dim: int) -> embedding_pb.EmbedResponse:
+    return embedding_pb.EmbedResponse(
+        text_vectors=[vector_to_proto(v) for v in text_vectors],
+        image_vectors=[vector_to_proto(v) for v in image_vectors], model=model, dim=dim)
+
+
+def embed_stream_input(request: embedding_pb.EmbedStreamRequest) -> TextQuery | ImageQuery:
+    kind = request.WhichOneof("input")
+    if kind == "text":
+        return TextQuery(request.text)
+    if kind == "image":
+        return ImageQuery(request.image)
+    raise InvalidArgument("input", f"stream message {request.key!r} has no input: set text or image")
+
+
+def embed_stream_response(key: str, vector: np.ndarray, model: str) -> embedding_pb.EmbedStreamResponse:
+    return embedding_pb.EmbedStreamResponse(key=key, vector=vector_to_proto(vector), model=model)
+
+
+# -- items -------------------------------------------------------------------
+
+def items_from_proto(items: Iterable[catalog_pb.ItemInput], first_index: int) -> tuple[list[RawItem], list[ItemError]]:
+    """Each item converts on its own: a malformed one becomes an error, not an abort."""
+    raws, errors = [], []
+    for index, item in enumerate(items, start=first_index):
+        try:
+            raws.append(RawItem(
+                index=index, item_id=item.id, image=item.image,
+                text=item.text if item.HasField("text") else None,
+                payload=payload_from_struct(item.payload, f"items[{index}].payload"),
+                image_vector=list(item.image_vector.values) if item.HasField("image_vector") else None,
+                text_vector=list(item.text_vector.values) if item.HasField("text_vector") else None,
+            ))
+        except InvalidArgument as error:
+            errors.append(ItemError(index, item.id, str(error)))
+    return raws, errors
+
+
+def upsert_response(outcome: UpsertOutcome) -> catalog_pb.UpsertItemsResponse:
+    return catalog_pb.UpsertItemsResponse(
+        upserted=outcome.upserted, failed=len(outcome.errors),
+        errors=[catalog_pb.ItemError(id=e.item_id, index=e.index, message=e.message) for e in outcome.errors])
+
+
+def item_to_proto(item: StoredItem, with_vectors: bool) -> types_pb.Item:
+    message = types_pb.Item(id=item.item_id, text=item.text, payload=payload_to_struct(item.payload),
+                            has_image=item.has_image)
+    if with_vectors and item.image_vector is not None:
+        message.image_vector.CopyFrom(vector_to_proto(item.image_vector))
+    if with_vectors and item.text_vector is not None:
+        message.text_vector.CopyFrom(vector_to_proto(item.text_vector))
+    return message
+
+
+def get_items_response(items: Sequence[StoredItem], missing: Sequence[str],
+                       with_vectors: bool) -> catalog_pb.GetItemsResponse:
+    return catalog_pb.GetItemsResponse(items=[item_to_proto(item, with_vectors) for item in items],
+                                       missing_ids=missing)
+
+
+def delete_selector(request: catalog_pb.DeleteItemsRequest) -> list[str] | f.Filter:
+    kind = request.WhichOneof("selector")
+    if kind == "ids":
+        if not request.ids.ids:
+            raise InvalidArgument("ids", "no ids given")
+        return list(request.ids.ids)
+    if kind == "filter":
+        converted = filter_from_proto(request.filter)
+        if converted is None:
+            raise InvalidArgument("filter", "an empty filter would delete every item; give at least one condition")
+        return converted
+    raise InvalidArgument("selector", "set ids or filter")
+
+
+def delete_response(deleted: int) -> catalog_pb.DeleteItemsResponse:
+    return catalog_pb.DeleteItemsResponse(deleted=deleted)
+
+
+# -- payloads ----------------------------------------------------------------
+
+def payload_from_struct(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """Struct numbers are all doubles; whole ones become ints so integer matches work."""
+    return {key: _from_value(value, f"{field}.{key}") for key, value in struct.fields.items()}
+
+
+def _from_value(value: struct_pb2.Value, field: str) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return payload_from_struct(value.struct_value, field)
+    if kind == "list_value":
+        return [_from_value(inner, f"{field}[{index}]") for index, inner in enumerate(value.list_value.values)]
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidArgument(field, "numbers must be finite")
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def payload_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if payload:
+        struct.update(payload)
+    return struct
+
+
+# -- filters -----------------------------------------------------------------
+
+def filter_from_proto(message: types_pb.Filter | None, field: str = "filter", depth: int = 0) -> f.Filter | None:
+    if message is None:
+        return None
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidArgument(field, f"filters nest deeper than {MAX_FILTER_DEPTH} levels")
+    converted = f.Filter(
+        must=tuple(_condition(c, f"{field}.must[{i}]", depth) for i, c in enumerate(message.must)),
+        should=tuple(_condition(c, f"{field}.should[{i}]", depth) for i, c in enumerate(message.should)),
+        must_not=tuple(_condition(c, f"{field}.must_not[{i}]", depth) for i, c in enumerate(message.must_not)),
+    )
+    return None if converted.is_empty and depth == 0 else converted
+
+
+def _condition(message: types_pb.Condition, field: str, depth: int) -> f.Condition:
+    kind = message.WhichOneof("condition")
+    if kind == "field":
+        return _field_condition(message.field, f"{field}.field")
+    if kind == "is_empty":
+        return f.IsEmpty(_key(message.is_empty.key, f"{field}.is_empty.key"))
+    if kind == "has_id":
+        if not message.has_id.item_ids:
+            raise InvalidArgument(f"{field}.has_id.item_ids", "give at least one item id")
+        return f.HasId(tuple(message.has_id.item_ids))
+    if kind == "nested":
+        inner = filter_from_proto(message.nested.filter, f"{field}.nested.filter", depth + 1)
+        if inner is None or inner.is_empty:
+            raise InvalidArgument(f"{field}.nested.filter", "nested filter is empty")
+        return f.Nested(_key(message.nested.key, f"{field}.nested.key"), inner)
+    if kind == "filter":
+        inner = filter_from_proto(message.filter, f"{field}.filter", depth + 1)
+        if inner is None or inner.is_empty:
+            raise InvalidArgument(f"{field}.filter", "sub-filter is empty")
+        return inner
+    raise InvalidArgument(field, "condition is empty: set field, is_empty, has_id, nested or filter")
+
+
+def _field_condition(message: types_pb.FieldCondition, field: str) -> f.Condition:
+    key = _key(message.key, f"{field}.key")
+    kind = message.WhichOneof("match")
+    if kind == "keyword":
+        return f.Match(key, message.keyword)
+    if kind == "integer":
+        return f.Match(key, message.integer)
+    if kind == "boolean":
+        return f.Match(key, message.boolean)
+    if kind in ("any_keyword", "any_integer", "except_keyword"):
+        values = tuple(getattr(message, kind).values)
+        if not values:
+            raise InvalidArgument(f"{field}.{kind}", "give at least one value")
+        return (f.MatchExcept if kind == "except_keyword" else f.MatchAny)(key, values)
+    if kind == "range":
+        bounds = {name: getattr(message.range, name) for name in ("gt", "gte", "lt", "lte")
+                  if message.range.HasField(name)}
+        if not bounds:
+            raise InvalidArgument(f"{field}.range", "set at least one of gt, gte, lt, lte")
+        if not all(math.isfinite(value) for value in bounds.values()):
+            raise InvalidArgument(f"{field}.range", "bounds must be finite numbers")
+        return f.Range(key, **bounds)
+    if kind == "datetime_range":
+        bounds = {name: getattr(message.datetime_range, name).ToDatetime(tzinfo=timezone.utc)
+                  for name in ("gt", "gte", "lt", "lte") if message.datetime_range.HasField(name)}
+        if not bounds:
+            raise InvalidArgument(f"{field}.datetime_range", "set at least one of gt, gte, lt, lte")
+        return f.DatetimeRange(key, **bounds)
+    raise InvalidArgument(field, f"field condition on {key!r} has no match: set keyword, integer, boolean, "
+                                 "any_keyword, any_integer, except_keyword, range or datetime_range")
+
+
+def _key(key: str, field: str) -> str:
+    if not key.strip():
+        raise InvalidArgument(field, "payload key is empty")
+    return key

@@ -1,0 +1,37 @@
+"""Turning untrusted image bytes into PIL images, or a clear error."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from recommender.errors import InvalidArgument
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO"})
+
+
+def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """Decode one encoded image; `field` names it in the error (e.g. "images[3]")."""
+    if not data:
+        raise InvalidArgument(field, "image is empty: send JPEG, PNG or WebP bytes")
+    try:
+        # Pillow's own bomb guard is process-wide state; check the header size here instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_FORMATS:
+                raise InvalidArgument(field, f"image format {image.format} is not accepted: send JPEG, PNG or WebP")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidArgument(
+                    field, f"image is {width}x{height}, over the {max_pixels} pixel limit: downscale it first")
+            image.load()
+    except InvalidArgument:
+        raise
+    except UnidentifiedImageError as error:
+        raise InvalidArgument(field, "bytes are not a recognised image: send JPEG, PNG or WebP") from error
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidArgument(field, f"cannot decode image ({error}): send JPEG, PNG or WebP bytes") from error
+    return image

@@ -1,0 +1,118 @@
+"""Loading an open_clip model from any of its sources, failing fast offline."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from typing import Iterator
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+
+from service.embedding.embedder import ClipEmbedder
+from service.embedding.spec import MODEL_CONFIG_DIR, ModelSpec, WeightsKind
+
+log = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT_S = 3.0
+_DEFAULT_HUB = "https://huggingface.co"
+# open_clip's config registry is process-wide; loads are serialised so two
+# servers in one process (tests) never interleave registration and creation.
+_LOAD_LOCK = threading.Lock()
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do instead."""
+
+
+def load_embedder(
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    max_batch: int = 32,
+    seed: int = 0,
+    max_image_pixels: int = 40_000_000,
+) -> ClipEmbedder:
+    torch_device = _resolve_device(device)
+    with _LOAD_LOCK:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        model, preprocess, tokenizer = _create(spec, torch_device, precision, seed)
+    model.eval()
+    if spec.weights is WeightsKind.RANDOM:
+        log.warning("model %s runs with RANDOM weights: vectors carry no meaning (plumbing and benchmarks only)",
+                    spec.model)
+    if torch_device.type == "cpu" and precision != "fp32":
+        log.warning("precision %s on CPU is usually slower than fp32 here", precision)
+    return ClipEmbedder(model, preprocess, tokenizer, identity=spec.identity(seed), device=torch_device,
+                        max_batch=max_batch, max_image_pixels=max_image_pixels)
+
+
+def _create(spec: ModelSpec, device: torch.device, precision: str, seed: int):
+    offline = spec.weights.needs_hub and not _hub_reachable()
+    try:
+        with _hub_offline(offline), torch.random.fork_rng(devices=[]):
+            # Random init is seeded so every replica (and every restart) makes the same vectors.
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.open_clip_name, pretrained=spec.open_clip_pretrained, device=device, precision=precision,
+                pretrained_text=False, pretrained_image=False)
+            tokenizer = open_clip.get_tokenizer(spec.open_clip_name)
+    except Exception as error:  # open_clip raises bare RuntimeError/OSError/ValueError variants
+        raise ModelLoadError(_explain_failure(spec, offline, error)) from error
+    return model, preprocess, tokenizer
+
+
+def _explain_failure(spec: ModelSpec, offline: bool, error: Exception) -> str:
+    message = f"cannot load model {spec.model!r} (weights: {spec.weights.value}): {error}"
+    if spec.weights.needs_hub:
+        reason = "the model hub is unreachable" if offline else "downloading the weights failed"
+        message += (
+            f". {reason} and the weights are not in the local cache. Copy the checkpoint to this machine and pass "
+            "--pretrained /path/to/open_clip_model.safetensors (or --model local-dir:/folder), use --model demo "
+            "for the offline demo model, or --pretrained none for random weights (plumbing only). "
+            "Set HF_HUB_OFFLINE=1 where the network is known to be absent.")
+    return message
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device cuda requested but no CUDA device is available: use --device cpu or auto")
+    return torch.device(device)
+
+
+def _hub_reachable() -> bool:
+    """A quick TCP probe, so a machine without network fails in seconds rather
+    than after huggingface_hub's ~47 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", _DEFAULT_HUB))
+    host = endpoint.hostname or ""
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Serve from the local cache only, for this load, then restore the setting."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved

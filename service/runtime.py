@@ -1,0 +1,154 @@
+"""What a running server holds: the model, the catalog, the executors, its readiness.
+
+Blocking work never runs on the event loop: inference goes to a small
+executor (the model uses every core already), catalog calls to another
+(one thread for embedded Qdrant, which is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, TypeVar
+
+from qdrant_client import QdrantClient
+
+from recommender.catalog import Catalog
+from recommender.engine import Engine
+from recommender.errors import Overloaded, Unavailable
+from service.config import Settings
+from service.embedding import ClipEmbedder, ModelSpec, load_embedder
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+REMOTE_CATALOG_THREADS = 8
+CATALOG_RETRY_S = (0.5, 1, 2, 5)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """How to make the heavy parts; tests pass their own (a tiny model, a temp dir)."""
+
+    load_embedder: Callable[[], ClipEmbedder]
+    open_qdrant: Callable[[], QdrantClient]
+    qdrant_location: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Dependencies":
+        def load() -> ClipEmbedder:
+            return load_embedder(ModelSpec.parse(settings.model, settings.pretrained), device=settings.device,
+                                 precision=settings.precision, max_batch=settings.max_batch, seed=settings.seed,
+                                 max_image_pixels=settings.max_image_pixels)
+
+        if settings.qdrant_url:
+            def open_remote() -> QdrantClient:
+                return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
+                                    prefer_grpc=settings.qdrant_prefer_grpc, timeout=settings.qdrant_timeout_s)
+            return cls(load, open_remote, settings.qdrant_url)
+
+        def open_embedded() -> QdrantClient:
+            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+            return QdrantClient(path=str(settings.qdrant_path))
+        return cls(load, open_embedded, "embedded")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, deps: Dependencies) -> None:
+        self._settings = settings
+        self._deps = deps
+        self._inference_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        threads = 1 if deps.qdrant_location == "embedded" else REMOTE_CATALOG_THREADS
+        self._catalog_pool = ThreadPoolExecutor(threads, thread_name_prefix="catalog")
+        self._inflight = 0
+        self._client: QdrantClient | None = None
+        self.embedder: ClipEmbedder | None = None
+        self.engine: Engine | None = None
+        self.catalog: Catalog | None = None
+        self.startup_error: BaseException | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None
+
+    async def start(self) -> None:
+        """Load the model, then reach the catalog, retrying the catalog until it answers.
+
+        A model that cannot load is final (startup_error); an unreachable vector
+        store is not, since it may come up after us.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            self.embedder = await loop.run_in_executor(self._inference_pool, self._deps.load_embedder)
+        except Exception as error:  # noqa: BLE001 - reported through startup_error and the log
+            self.startup_error = error
+            log.error("model failed to load: %s", error)
+            return
+        log.info("model %s loaded (dim %d, device %s)", self.embedder.identity, self.embedder.dim,
+                 self.embedder.device)
+        attempt = 0
+        while True:
+            try:
+                self.catalog = await loop.run_in_executor(self._catalog_pool, self._open_catalog)
+                break
+            except Unavailable as error:
+                delay = CATALOG_RETRY_S[min(attempt, len(CATALOG_RETRY_S) - 1)]
+                log.warning("vector store not reachable yet (%s); retrying in %.1fs", error, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+            except Exception as error:  # noqa: BLE001 - e.g. the embedded storage is locked by another process
+                self.startup_error = error
+                log.error("catalog failed to open: %s", error)
+                return
+        self.engine = Engine(self.catalog)
+
+    def _open_catalog(self) -> Catalog:
+        if self._client is None:
+            self._client = self._deps.open_qdrant()
+        catalog = Catalog(self._client, self._settings.collection, self.embedder.identity, self.embedder.dim,
+                          self._settings.payload_indexes, location=self._deps.qdrant_location)
+        catalog.open()
+        return catalog
+
+    def require_ready(self) -> tuple[ClipEmbedder, Engine]:
+        if self.engine is None:
+            if self.startup_error is not None:
+                raise Unavailable(f"server failed to start: {self.startup_error}")
+            raise Unavailable("server is starting (loading the model or reaching the vector store); retry shortly")
+        return self.embedder, self.engine
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Refuse work beyond max_inflight rather than queue it without bound."""
+        if self._inflight >= self._settings.max_inflight:
+            raise Overloaded(f"{self._inflight} requests in flight (limit {self._settings.max_inflight}); "
+                             "back off and retry")
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+
+    async def infer(self, function: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._inference_pool, function, *args)
+
+    async def query(self, function: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._catalog_pool, function, *args)
+
+    async def check_catalog(self) -> bool:
+        if self.catalog is None:
+            return False
+        try:
+            await self.query(self.catalog.ping)
+            return True
+        except Unavailable:
+            return False
+
+    async def close(self) -> None:
+        self._inference_pool.shutdown(wait=True, cancel_futures=True)
+        self._catalog_pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()

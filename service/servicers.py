@@ -1,0 +1,110 @@
+"""gRPC servicers: decode -> call -> encode, nothing else.
+
+Every method goes through `rpc`, which admits the request (or refuses it when
+overloaded) and turns domain errors into a status via service/errors.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from recommender.engine import UpsertOutcome
+from service import convert
+from service.api.lookalike.v1 import (
+    catalog_service_pb2 as catalog_pb,
+    catalog_service_pb2_grpc as catalog_grpc,
+    embedding_service_pb2 as embedding_pb,
+    embedding_service_pb2_grpc as embedding_grpc,
+    search_service_pb2 as search_pb,
+    search_service_pb2_grpc as search_grpc,
+)
+from service.app import Lookalike
+from service.errors import status_for
+from service.runtime import Runtime
+
+
+def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def guarded(self, request, context: grpc.aio.ServicerContext):
+        try:
+            async with self._runtime.admitted():
+                return await method(self, request, context)
+        except Exception as error:  # noqa: BLE001 - any failure must become a status, not a dead stream
+            await _abort(context, error)
+
+    return guarded
+
+
+def streaming_rpc(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(method)
+    async def guarded(self, request_iterator, context: grpc.aio.ServicerContext):
+        try:
+            async with self._runtime.admitted():
+                async for reply in method(self, request_iterator, context):
+                    yield reply
+        except Exception as error:  # noqa: BLE001
+            await _abort(context, error)
+
+    return guarded
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    if isinstance(error, grpc.aio.AbortError):  # the method aborted on its own
+        raise error
+    await context.abort(*status_for(error))
+
+
+class _Servicer:
+    def __init__(self, runtime: Runtime, app: Lookalike) -> None:
+        self._runtime = runtime
+        self._app = app
+
+
+class EmbeddingServicer(_Servicer, embedding_grpc.EmbeddingServiceServicer):
+    @rpc
+    async def Embed(self, request: embedding_pb.EmbedRequest, context) -> embedding_pb.EmbedResponse:
+        text_vectors, image_vectors = await self._app.embed(list(request.texts), list(request.images))
+        return convert.embed_response(text_vectors, image_vectors, self._app.model, self._app.dim)
+
+    @streaming_rpc
+    async def EmbedStream(self, request_iterator, context) -> AsyncIterator[embedding_pb.EmbedStreamResponse]:
+        async for request in request_iterator:
+            query = convert.embed_stream_input(request)
+            vector = await self._app.embed_one(query, f"input[{request.key}]")
+            yield convert.embed_stream_response(request.key, vector, self._app.model)
+
+
+class CatalogServicer(_Servicer, catalog_grpc.CatalogServiceServicer):
+    @rpc
+    async def UpsertItems(self, request_iterator, context) -> catalog_pb.UpsertItemsResponse:
+        total = UpsertOutcome()
+        next_index = 0
+        async for request in request_iterator:
+            raws, errors = convert.items_from_proto(request.items, next_index)
+            next_index += len(request.items)
+            outcome = await self._app.upsert(raws)
+            total.upserted += outcome.upserted
+            total.errors.extend(sorted(errors + outcome.errors, key=lambda error: error.index))
+        return convert.upsert_response(total)
+
+    @rpc
+    async def GetItems(self, request: catalog_pb.GetItemsRequest, context) -> catalog_pb.GetItemsResponse:
+        items, missing = await self._app.get(list(request.ids), request.with_vectors)
+        return convert.get_items_response(items, missing, request.with_vectors)
+
+    @rpc
+    async def DeleteItems(self, request: catalog_pb.DeleteItemsRequest, context) -> catalog_pb.DeleteItemsResponse:
+        return convert.delete_response(await self._app.delete(convert.delete_selector(request)))
+
+
+class SearchServicer(_Servicer, search_grpc.SearchServiceServicer):
+    @rpc
+    async def Search(self, request: search_pb.SearchRequest, context) -> search_pb.SearchResponse:
+        return convert.search_response(await self._app.search(convert.search_from_proto(request)))
+
+    @rpc
+    async def SimilarItems(self, request: search_pb.SimilarItemsRequest, context) -> search_pb.SimilarItemsResponse:
+        return convert.similar_response(await self._app.search(convert.similar_from_proto(request)))
