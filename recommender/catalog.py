@@ -6,17 +6,16 @@ qdrant-client's embedded mode; only the client differs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from recommender.errors import InvalidArgument, ModelMismatch, Unavailable
+from recommender.errors import InvalidArgument, ModelMismatch
 from recommender.filters import PAYLOAD_KEY, Filter, HasId, to_qdrant
 from recommender.ids import point_id
+from recommender.store_errors import translated
 from recommender.types import ItemInput, Scored, SearchParams, StoredItem, VectorSpace
 
 log = logging.getLogger(__name__)
@@ -183,6 +182,45 @@ class Catalog:
                 limit=params.limit, offset=params.offset, score_threshold=params.score_threshold, with_payload=True)
         return [self._scored(point) for point in response.points]
 
+    def search_many(self, vectors: Sequence[np.ndarray], limits: Sequence[int], space: VectorSpace,
+                    filter_: Filter | None, exclude_ids: Sequence[str] = ()) -> list[list[Scored]]:
+        """Several nearest-neighbour queries in one round trip, hits carrying their vectors."""
+        qdrant_filter = to_qdrant(_excluding(filter_, exclude_ids))
+        requests = [models.QueryRequest(query=vector.tolist(), using=space.value, filter=qdrant_filter, limit=limit,
+                                        with_payload=True, with_vector=[space.value])
+                    for vector, limit in zip(vectors, limits)]
+        if not requests:
+            return []
+        with self._translated():
+            responses = self._client.query_batch_points(self._collection, requests=requests)
+        return [[self._scored(point, space) for point in response.points] for response in responses]
+
+    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+                         space: VectorSpace, filter_: Filter | None, params: SearchParams,
+                         exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        """Qdrant's own recommend API (average_vector or best_score): a baseline to measure against."""
+        strategy = models.RecommendStrategy.BEST_SCORE if best_score else models.RecommendStrategy.AVERAGE_VECTOR
+        query = models.RecommendQuery(recommend=models.RecommendInput(
+            positive=[point_id(i) for i in positive_ids], negative=[point_id(i) for i in negative_ids] or None,
+            strategy=strategy))
+        with self._translated():
+            response = self._client.query_points(
+                self._collection, query=query, using=space.value,
+                query_filter=to_qdrant(_excluding(filter_, exclude_ids)), limit=params.limit, offset=params.offset,
+                with_payload=True)
+        return [self._scored(point) for point in response.points]
+
+    def scroll(self, filter_: Filter | None, limit: int, only_ids: Sequence[str] | None = None) -> list[Scored]:
+        """Items matching a filter, no ranking (score 0); `only_ids` restricts to those items."""
+        if only_ids is not None:
+            if not only_ids:
+                return []
+            filter_ = (filter_ or Filter()).and_also(HasId(tuple(only_ids)))
+        with self._translated():
+            records, _ = self._client.scroll(self._collection, scroll_filter=to_qdrant(filter_), limit=limit,
+                                             with_payload=True, with_vectors=False)
+        return [self._scored(record) for record in records]
+
     # -- conversions ----------------------------------------------------
 
     @staticmethod
@@ -198,40 +236,19 @@ class Catalog:
                           image_vector=as_array(VectorSpace.IMAGE), text_vector=as_array(VectorSpace.TEXT))
 
     @staticmethod
-    def _scored(point: models.ScoredPoint) -> Scored:
+    def _scored(point: models.ScoredPoint | models.Record, space: VectorSpace | None = None) -> Scored:
         payload = point.payload or {}
-        return Scored(item_id=payload[ITEM_ID_KEY], score=float(point.score),
-                      payload=payload.get(PAYLOAD_KEY) or {}, text=payload.get(TEXT_KEY))
+        vector = None
+        if space is not None and isinstance(point.vector, dict) and space.value in point.vector:
+            vector = np.asarray(point.vector[space.value], dtype=np.float32)
+        return Scored(item_id=payload[ITEM_ID_KEY], score=float(getattr(point, "score", 0.0) or 0.0),
+                      payload=payload.get(PAYLOAD_KEY) or {}, text=payload.get(TEXT_KEY), vector=vector)
 
-    @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Connection failures of any qdrant-client transport become Unavailable."""
-        try:
-            yield
-        except ResponseHandlingException as error:
-            raise Unavailable(f"vector store at {self._location} is unreachable: {error}") from error
-        except UnexpectedResponse as error:
-            if error.status_code is not None and error.status_code >= 500:
-                raise Unavailable(f"vector store at {self._location} failed: {error}") from error
-            raise
-        except Exception as error:
-            if _is_transport_error(error):
-                raise Unavailable(f"vector store at {self._location} is unreachable: {error}") from error
-            raise
+    def _translated(self):
+        return translated(self._location)
 
 
 def _excluding(filter_: Filter | None, item_ids: Sequence[str]) -> Filter | None:
     if not item_ids:
         return filter_
     return (filter_ or Filter()).excluding(HasId(tuple(item_ids)))
-
-
-def _is_transport_error(error: Exception) -> bool:
-    # qdrant-client's gRPC transport raises grpc.RpcError; imported lazily so the
-    # domain layer does not depend on grpc for its own sake.
-    import grpc
-
-    if isinstance(error, grpc.RpcError):
-        code = error.code() if callable(getattr(error, "code", None)) else None
-        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None)
-    return isinstance(error, (ConnectionError, TimeoutError))

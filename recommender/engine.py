@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from qdrant_client import QdrantClient
 
 from recommender.catalog import Catalog
 from recommender.errors import InvalidArgument, LookalikeError, NotFound
+from recommender.events import EventStore
 from recommender.filters import Filter
-from recommender.types import ItemInput, Scored, SearchParams, SearchTarget, StoredItem, VectorSpace
+from recommender.recommend import Recommender, RecommenderConfig
+from recommender.types import (
+    Event, EventError, ItemInput, RecommendQuery, Recommendations, RecordOutcome, Scored, SearchParams, SearchTarget,
+    StoredItem, UserProfile, VectorSpace,
+)
 from recommender.vectors import checked_vector
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 MAX_ITEM_ID_LENGTH = 512
+MAX_USER_ID_LENGTH = 512
+# Clocks drift; an event stamped further ahead than this is a caller bug.
+MAX_FUTURE_SKEW = timedelta(days=1)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -32,12 +47,19 @@ class UpsertOutcome:
 
 
 class Engine:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, events: EventStore, config: RecommenderConfig | None = None,
+                 clock: Callable[[], datetime] = now_utc) -> None:
         self._catalog = catalog
+        self._events = events
+        self._clock = clock
+        self._recommender = Recommender(catalog, events, config or RecommenderConfig(), clock)
 
     @property
     def dim(self) -> int:
         return self._catalog.dim
+
+    def ping(self) -> None:
+        self._catalog.ping()
 
     # -- items ----------------------------------------------------------
 
@@ -105,18 +127,63 @@ class Engine:
         return self._catalog.search_fused({space: vector for space in spaces}, filter_, params)
 
     def similar_items(self, item_id: str, target: SearchTarget, filter_: Filter | None,
-                      params: SearchParams) -> list[Scored]:
-        """Neighbours of a stored item, from its own vectors; the item itself is left out."""
+                      params: SearchParams, user_id: str | None = None, exclude_seen: bool = True) -> list[Scored]:
+        """Neighbours of a stored item, from its own vectors; the item itself is left out,
+        and so are the items `user_id` has interacted with (unless exclude_seen is off)."""
         check_item_id(item_id, "item_id")
         check_params(params)
         item = self._catalog.get([item_id], with_vectors=True).get(item_id)
         if item is None:
             raise NotFound(f"item {item_id!r} is not in the catalog")
+        excluded = [item_id]
+        if user_id and exclude_seen:
+            check_user_id(user_id)
+            excluded += sorted(self.profile(user_id).seen_item_ids - {item_id})
         queries = {space: _own_vector(item, space) for space in _spaces(target)}
         if len(queries) == 1:
             (space, vector), = queries.items()
-            return self._catalog.search(vector, space, filter_, params, exclude_ids=[item_id])
-        return self._catalog.search_fused(queries, filter_, params, exclude_ids=[item_id])
+            return self._catalog.search(vector, space, filter_, params, exclude_ids=excluded)
+        return self._catalog.search_fused(queries, filter_, params, exclude_ids=excluded)
+
+    # -- users ----------------------------------------------------------
+
+    def record_events(self, events: Sequence[Event], event_ids: Sequence[str | None] | None = None,
+                      positions: Sequence[int] | None = None) -> RecordOutcome:
+        """Append the valid events; unknown items are recorded too, and reported.
+
+        `positions` are the events' indices in the caller's request, used in error reports.
+        """
+        outcome = RecordOutcome()
+        ids = list(event_ids) if event_ids is not None else [None] * len(events)
+        positions = list(positions) if positions is not None else list(range(len(events)))
+        valid, valid_ids = [], []
+        now = self._clock()
+        for index, event, event_id in zip(positions, events, ids):
+            try:
+                _check_event(event, f"events[{index}]", now)
+            except InvalidArgument as error:
+                outcome.errors.append(EventError(index, str(error)))
+                continue
+            valid.append(event)
+            valid_ids.append(event_id)
+        item_ids = list(dict.fromkeys(event.item_id for event in valid))
+        known = self._catalog.get(item_ids)
+        outcome.unknown_item_ids = [item_id for item_id in item_ids if item_id not in known]
+        self._events.append(valid, valid_ids)
+        outcome.recorded = len(valid)
+        return outcome
+
+    def recommend(self, query: RecommendQuery) -> Recommendations:
+        return self._recommender.recommend(query)
+
+    def profile(self, user_id: str) -> UserProfile:
+        check_user_id(user_id)
+        return self._recommender.profile(user_id)
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every event of the user; profiles are derived, so nothing else remains."""
+        check_user_id(user_id)
+        return self._events.delete_user(user_id)
 
 
 def _spaces(target: SearchTarget) -> list[VectorSpace]:
@@ -134,6 +201,35 @@ def _own_vector(item: StoredItem, space: VectorSpace) -> np.ndarray:
     if vector is None:
         raise LookalikeError(f"item {item.item_id!r} has no stored vector")
     return vector
+
+
+def open_engine(client: QdrantClient, collection: str, model_identity: str, dim: int,
+                payload_indexes: Mapping[str, str] | None = None, location: str = "embedded",
+                config: RecommenderConfig | None = None, clock: Callable[[], datetime] = now_utc) -> Engine:
+    """The catalog and the event store on one Qdrant client, both created if missing."""
+    catalog = Catalog(client, collection, model_identity, dim, payload_indexes, location=location)
+    catalog.open()
+    events = EventStore(client, f"{collection}_events", location=location)
+    events.open()
+    return Engine(catalog, events, config, clock)
+
+
+def _check_event(event: Event, field_name: str, now: datetime) -> None:
+    check_user_id(event.user_id, f"{field_name}.user_id")
+    check_item_id(event.item_id, f"{field_name}.item_id")
+    if not math.isfinite(event.weight) or event.weight < 0:
+        raise InvalidArgument(f"{field_name}.weight", f"must be a finite number >= 0, got {event.weight}")
+    if event.timestamp.tzinfo is None:
+        raise InvalidArgument(f"{field_name}.timestamp", "needs a time zone")
+    if event.timestamp - now > MAX_FUTURE_SKEW:
+        raise InvalidArgument(f"{field_name}.timestamp", f"{event.timestamp.isoformat()} is in the future")
+
+
+def check_user_id(user_id: str, field_name: str = "user_id") -> None:
+    if not user_id or not user_id.strip():
+        raise InvalidArgument(field_name, "user id is empty")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise InvalidArgument(field_name, f"user id is longer than {MAX_USER_ID_LENGTH} characters")
 
 
 def check_item_id(item_id: str, field_name: str) -> None:

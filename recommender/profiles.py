@@ -43,6 +43,10 @@ DEFAULT_EVENT_WEIGHTS: Mapping[EventType, float] = MappingProxyType(
 # Below this norm a weighted vector sum carries no direction (antipodal items
 # cancelling out); a centroid from it would be numerical noise.
 _MIN_DIRECTION_NORM = 1e-12
+# How many more seeds than interests clustering starts from.
+OVERSEED = 3
+# Clusters lighter than this share of the weight are folded into a neighbour.
+MIN_INTEREST_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -312,24 +316,51 @@ def cluster_unit_vectors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic weighted clustering of unit vectors into at most k clusters.
 
-    Farthest-point seeds and weighted spherical k-means with the k the history
-    allows, then, while some pair passes `should_merge`, merge the pair that is
-    most clearly one taste and re-run k-means from the merged centroids. k-means
-    alone always uses all k clusters, cutting one broad taste into pieces; the
-    merge pass is what lets k be an upper bound rather than a target.
-    Returns (labels 0..k'-1, unit centroids).
+    Over-cluster, then merge: farthest-point seeds (up to OVERSEED x k) and
+    weighted spherical k-means, then repeatedly merge the pair that is most
+    clearly one taste (`should_merge`), and, while more than k clusters remain,
+    the pair whose merge costs the least weighted distortion (Ward's criterion,
+    as in PinnerSage). Seeding only k lets a light but distinct taste (often
+    viewed, rarely bought) lose every seed to a heavy taste's spread, and
+    k-means then folds it into a neighbour for good; over-seeding gives it a
+    cluster, and Ward's cost folds stray light items, not real tastes, first. Each merge re-runs k-means from
+    the merged centroids. Returns (labels 0..k'-1, unit centroids).
     """
     if len(vectors) == 0 or k <= 0:
         return np.empty(0, dtype=np.intp), np.empty((0, vectors.shape[-1]))
-    seeds = farthest_point_seeds(vectors, weights, k)
+    seeds = farthest_point_seeds(vectors, weights, min(len(vectors), OVERSEED * k))
     labels, centroids = weighted_spherical_kmeans(vectors, weights, vectors[seeds], max_iterations)
     while len(centroids) > 1:
         pair = _most_mergeable_pair(vectors, weights, labels, centroids, merge_cosine, merge_fit_ratio)
+        if pair is None:
+            pair = _forced_pair(weights, labels, centroids, k)
         if pair is None:
             break
         merged = _merge_centroids(vectors, weights, labels, centroids, pair)
         labels, centroids = weighted_spherical_kmeans(vectors, weights, merged, max_iterations)
     return labels, centroids
+
+
+def _forced_pair(weights: np.ndarray, labels: np.ndarray, centroids: np.ndarray, k: int) -> tuple[int, int] | None:
+    """A merge the count or a negligible cluster demands, even though no pair looks like one taste.
+
+    Over k clusters: the pair cheapest by Ward's cost. A cluster under
+    MIN_INTEREST_SHARE of the weight (a stray item or two on a taste's edge) is
+    no interest to spend a query on: it joins its Ward-cheapest partner.
+    """
+    mass = np.bincount(labels, weights=weights, minlength=len(centroids))
+    pairs = [(a, b) for a in range(len(centroids)) for b in range(a + 1, len(centroids))]
+    if len(centroids) <= k:
+        negligible = mass / mass.sum() < MIN_INTEREST_SHARE
+        pairs = [(a, b) for a, b in pairs if negligible[a] or negligible[b]]
+    if not pairs:
+        return None
+
+    def ward_cost(pair: tuple[int, int]) -> float:
+        a, b = pair
+        return mass[a] * mass[b] / (mass[a] + mass[b]) * float(np.sum((centroids[a] - centroids[b]) ** 2))
+
+    return min(pairs, key=ward_cost)
 
 
 def _most_mergeable_pair(

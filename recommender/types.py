@@ -63,6 +63,7 @@ class Scored:
     score: float
     payload: Mapping[str, Any]
     text: str | None = None
+    vector: np.ndarray | None = None  # only when the query asked for vectors
 
 
 @dataclass(frozen=True)
@@ -125,3 +126,56 @@ class UserProfile:
     @property
     def is_cold(self) -> bool:
         return not self.interests
+
+
+class Strategy(str, enum.Enum):
+    """How recommendations are made; all but the default exist for A/B tests and evaluation."""
+
+    MULTI_INTEREST = "multi_interest"
+    SINGLE_CENTROID = "single_centroid"
+    QDRANT_AVERAGE = "qdrant_average"
+    QDRANT_BEST_SCORE = "qdrant_best_score"
+    POPULAR = "popular"
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    limit: int = 10
+    offset: int = 0
+    filter: Any = None  # recommender.filters.Filter | None (typed there to keep this module import-free)
+    diversity: float = 0.2  # 0 = pure relevance, 1 = maximal diversity (MMR)
+    exclude_seen: bool = True
+    strategy: Strategy = Strategy.MULTI_INTEREST
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    payload: Mapping[str, Any]
+    text: str | None = None
+    interest_index: int | None = None  # which of the user's interests retrieved it
+    because: tuple[str, ...] = ()  # history items behind that interest (when explain is on)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    items: Sequence[Recommendation]
+    strategy: Strategy  # the strategy actually used (POPULAR on cold start)
+    cold_start: bool
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class EventError:
+    index: int
+    message: str
+
+
+@dataclass
+class RecordOutcome:
+    recorded: int = 0
+    unknown_item_ids: list[str] = field(default_factory=list)
+    errors: list[EventError] = field(default_factory=list)

@@ -10,11 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from recommender.engine import UpsertOutcome
+from recommender.engine import UpsertOutcome, check_params, now_utc
 from recommender.errors import InvalidArgument
 from recommender.filters import Filter
-from recommender.types import Scored, StoredItem
-from service.convert import ImageQuery, ItemQuery, SearchSpec, TextQuery, VectorQuery
+from recommender.types import Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UserProfile
+from service.convert import EventBatch, ImageQuery, ItemQuery, SearchSpec, TextQuery, VectorQuery
 from service.indexing import RawItem, embed_items
 from service.runtime import Runtime
 
@@ -77,10 +77,11 @@ class Lookalike:
 
     async def search(self, spec: SearchSpec) -> list[Scored]:
         _, engine = self._runtime.require_ready()
+        check_params(spec.params)  # before spending inference on a request that will be refused
         query = spec.query
         if isinstance(query, ItemQuery):
             return await self._runtime.query(engine.similar_items, query.item_id, spec.target, spec.filter,
-                                             spec.params)
+                                             spec.params, spec.user_id, spec.exclude_seen)
         if isinstance(query, VectorQuery):
             return await self._runtime.query(lambda: engine.search_by_vector(
                 query.values, spec.target, spec.filter, spec.params, made_by_model=False))
@@ -88,3 +89,25 @@ class Lookalike:
         vector = await self.embed_one(query, field)
         return await self._runtime.query(lambda: engine.search_by_vector(
             vector, spec.target, spec.filter, spec.params, made_by_model=True))
+
+    # -- users ----------------------------------------------------------
+
+    @staticmethod
+    def now():
+        return now_utc()
+
+    async def record_events(self, batch: EventBatch) -> RecordOutcome:
+        _, engine = self._runtime.require_ready()
+        return await self._runtime.query(engine.record_events, batch.events, batch.event_ids, batch.positions)
+
+    async def recommend(self, query: RecommendQuery) -> Recommendations:
+        _, engine = self._runtime.require_ready()
+        return await self._runtime.query(engine.recommend, query)
+
+    async def profile(self, user_id: str) -> UserProfile:
+        _, engine = self._runtime.require_ready()
+        return await self._runtime.query(engine.profile, user_id)
+
+    async def forget_user(self, user_id: str) -> int:
+        _, engine = self._runtime.require_ready()
+        return await self._runtime.query(engine.forget_user, user_id)

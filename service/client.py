@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import grpc
@@ -14,11 +15,22 @@ from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
     embedding_service_pb2 as embedding_pb,
     embedding_service_pb2_grpc as embedding_grpc,
+    recommendation_service_pb2 as recommendation_pb,
+    recommendation_service_pb2_grpc as recommendation_grpc,
     search_service_pb2 as search_pb,
     search_service_pb2_grpc as search_grpc,
     types_pb2 as types_pb,
 )
 from service.convert import payload_from_struct
+
+EVENT_TYPES = {
+    name: getattr(recommendation_pb, f"EVENT_TYPE_{name.upper()}")
+    for name in ("view", "click", "add_to_cart", "purchase", "like", "dislike", "skip")
+}
+STRATEGIES = {
+    name: getattr(recommendation_pb, f"RECOMMEND_STRATEGY_{name.upper()}")
+    for name in ("multi_interest", "single_centroid", "qdrant_average", "qdrant_best_score", "popular")
+}
 
 TARGETS = {
     "image": types_pb.SEARCH_TARGET_IMAGE,
@@ -57,6 +69,47 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class UserEvent:
+    """A user's interaction; `type` is one of EVENT_TYPES' names."""
+
+    user_id: str
+    item_id: str
+    type: str
+    weight: float | None = None
+    timestamp: datetime | None = None
+    event_id: str = ""
+
+    def to_proto(self) -> recommendation_pb.Event:
+        message = recommendation_pb.Event(user_id=self.user_id, item_id=self.item_id, type=EVENT_TYPES[self.type],
+                                          weight=self.weight, event_id=self.event_id)
+        if self.timestamp is not None:
+            message.timestamp.FromDatetime(self.timestamp)
+        return message
+
+
+@dataclass(frozen=True)
+class Recommended:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    text: str | None
+    interest_index: int | None
+    because: list[str]
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    items: list[Recommended]
+    strategy: str
+    cold_start: bool
+    next_page_token: str
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+
+@dataclass(frozen=True)
 class UpsertSummary:
     upserted: int
     failed: int
@@ -80,6 +133,7 @@ class LookalikeClient:
         self._embedding = embedding_grpc.EmbeddingServiceStub(self._channel)
         self._catalog = catalog_grpc.CatalogServiceStub(self._channel)
         self._search = search_grpc.SearchServiceStub(self._channel)
+        self._recommendation = recommendation_grpc.RecommendationServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> "LookalikeClient":
@@ -174,10 +228,41 @@ class LookalikeClient:
         return _hits(self._search.Search(request, timeout=self._timeout).results)
 
     def similar(self, item_id: str, *, target: str = "image", filter: types_pb.Filter | None = None,
-                limit: int = 10, offset: int = 0, score_threshold: float | None = None) -> list[Hit]:
+                limit: int = 10, offset: int = 0, score_threshold: float | None = None, user_id: str = "",
+                include_seen: bool = False) -> list[Hit]:
         request = search_pb.SimilarItemsRequest(item_id=item_id, target=TARGETS[target], filter=filter, limit=limit,
-                                                offset=offset, score_threshold=score_threshold)
+                                                offset=offset, score_threshold=score_threshold, user_id=user_id,
+                                                include_seen=include_seen)
         return _hits(self._search.SimilarItems(request, timeout=self._timeout).results)
+
+    # -- users ----------------------------------------------------------
+
+    def record_events(self, events: Iterable[UserEvent]) -> recommendation_pb.RecordEventsResponse:
+        request = recommendation_pb.RecordEventsRequest(events=[event.to_proto() for event in events])
+        return self._recommendation.RecordEvents(request, timeout=self._timeout)
+
+    def recommend(self, user_id: str, *, limit: int = 10, offset: int = 0, page_token: str = "",
+                  filter: types_pb.Filter | None = None, diversity: float | None = None, include_seen: bool = False,
+                  strategy: str = "multi_interest", explain: bool = False) -> RecommendResult:
+        request = recommendation_pb.RecommendRequest(
+            user_id=user_id, filter=filter, limit=limit, offset=offset, page_token=page_token, diversity=diversity,
+            include_seen=include_seen, strategy=STRATEGIES[strategy], explain=explain)
+        reply = self._recommendation.Recommend(request, timeout=self._timeout)
+        names = {value: name for name, value in STRATEGIES.items()}
+        return RecommendResult(
+            items=[Recommended(id=r.id, score=r.score, payload=payload_from_struct(r.payload, "payload"),
+                               text=r.text if r.HasField("text") else None,
+                               interest_index=r.interest_index if r.HasField("interest_index") else None,
+                               because=list(r.because_item_ids)) for r in reply.results],
+            strategy=names[reply.strategy], cold_start=reply.cold_start, next_page_token=reply.next_page_token)
+
+    def profile(self, user_id: str, with_centroids: bool = False) -> recommendation_pb.GetProfileResponse:
+        request = recommendation_pb.GetProfileRequest(user_id=user_id, with_centroids=with_centroids)
+        return self._recommendation.GetProfile(request, timeout=self._timeout)
+
+    def forget_user(self, user_id: str) -> int:
+        request = recommendation_pb.ForgetUserRequest(user_id=user_id)
+        return self._recommendation.ForgetUser(request, timeout=self._timeout).deleted_events
 
 
 def _matrix(vectors: Sequence[types_pb.Vector], dim: int) -> np.ndarray:

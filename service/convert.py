@@ -6,9 +6,11 @@ are settled here, so nothing past this point sees a protobuf message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -17,16 +19,21 @@ from google.protobuf import struct_pb2
 from recommender import filters as f
 from recommender.engine import ItemError, UpsertOutcome
 from recommender.errors import InvalidArgument
-from recommender.types import Scored, SearchParams, SearchTarget, StoredItem
+from recommender.types import (
+    Event, EventType, Interest, Recommendations, RecommendQuery, RecordOutcome, Scored, SearchParams, SearchTarget,
+    StoredItem, Strategy, UserProfile,
+)
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
     embedding_service_pb2 as embedding_pb,
+    recommendation_service_pb2 as recommendation_pb,
     search_service_pb2 as search_pb,
     types_pb2 as types_pb,
 )
 from service.indexing import RawItem
 
 DEFAULT_LIMIT = 10
+DEFAULT_DIVERSITY = 0.2
 MAX_FILTER_DEPTH = 16
 
 _TARGETS = {
@@ -68,6 +75,8 @@ class SearchSpec:
     target: SearchTarget
     filter: f.Filter | None
     params: SearchParams
+    user_id: str | None = None  # whose seen items to leave out (SimilarItems)
+    exclude_seen: bool = True
 
 
 def search_from_proto(request: search_pb.SearchRequest) -> SearchSpec:
@@ -92,7 +101,8 @@ def search_from_proto(request: search_pb.SearchRequest) -> SearchSpec:
 def similar_from_proto(request: search_pb.SimilarItemsRequest) -> SearchSpec:
     return SearchSpec(query=ItemQuery(request.item_id), target=target_from_proto(request.target),
                       filter=filter_from_proto(request.filter if request.HasField("filter") else None),
-                      params=params_from_proto(request))
+                      params=params_from_proto(request), user_id=request.user_id or None,
+                      exclude_seen=not request.include_seen)
 
 
 def params_from_proto(request: search_pb.SearchRequest | search_pb.SimilarItemsRequest) -> SearchParams:
@@ -315,3 +325,121 @@ def _key(key: str, field: str) -> str:
     if not key.strip():
         raise InvalidArgument(field, "payload key is empty")
     return key
+
+
+# -- events and recommendations ---------------------------------------------
+
+_EVENT_TYPES = {
+    recommendation_pb.EVENT_TYPE_VIEW: EventType.VIEW,
+    recommendation_pb.EVENT_TYPE_CLICK: EventType.CLICK,
+    recommendation_pb.EVENT_TYPE_ADD_TO_CART: EventType.ADD_TO_CART,
+    recommendation_pb.EVENT_TYPE_PURCHASE: EventType.PURCHASE,
+    recommendation_pb.EVENT_TYPE_LIKE: EventType.LIKE,
+    recommendation_pb.EVENT_TYPE_DISLIKE: EventType.DISLIKE,
+    recommendation_pb.EVENT_TYPE_SKIP: EventType.SKIP,
+}
+_STRATEGIES = {
+    recommendation_pb.RECOMMEND_STRATEGY_UNSPECIFIED: Strategy.MULTI_INTEREST,
+    recommendation_pb.RECOMMEND_STRATEGY_MULTI_INTEREST: Strategy.MULTI_INTEREST,
+    recommendation_pb.RECOMMEND_STRATEGY_SINGLE_CENTROID: Strategy.SINGLE_CENTROID,
+    recommendation_pb.RECOMMEND_STRATEGY_QDRANT_AVERAGE: Strategy.QDRANT_AVERAGE,
+    recommendation_pb.RECOMMEND_STRATEGY_QDRANT_BEST_SCORE: Strategy.QDRANT_BEST_SCORE,
+    recommendation_pb.RECOMMEND_STRATEGY_POPULAR: Strategy.POPULAR,
+}
+_STRATEGY_ENUMS = {strategy: value for value, strategy in _STRATEGIES.items()
+                   if value != recommendation_pb.RECOMMEND_STRATEGY_UNSPECIFIED}
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events that converted, their idempotency keys, and the ones that did not (by request index)."""
+
+    events: list[Event]
+    event_ids: list[str | None]
+    positions: list[int]
+    errors: list[tuple[int, str]]
+
+
+def events_from_proto(request: recommendation_pb.RecordEventsRequest, now: datetime) -> EventBatch:
+    if not request.events:
+        raise InvalidArgument("events", "no events given")
+    batch = EventBatch([], [], [], [])
+    for index, message in enumerate(request.events):
+        field = f"events[{index}]"
+        event_type = _EVENT_TYPES.get(message.type)
+        if event_type is None:
+            batch.errors.append((index, f"{field}.type: set an event type (view, click, add_to_cart, purchase, "
+                                        "like, dislike, skip)"))
+            continue
+        timestamp = message.timestamp.ToDatetime(tzinfo=timezone.utc) if message.HasField("timestamp") else now
+        weight = message.weight if message.HasField("weight") else 1.0
+        batch.events.append(Event(user_id=message.user_id, item_id=message.item_id, event_type=event_type,
+                                  timestamp=timestamp, weight=weight))
+        batch.event_ids.append(message.event_id or None)
+        batch.positions.append(index)
+    return batch
+
+
+def record_response(outcome: RecordOutcome, batch: EventBatch) -> recommendation_pb.RecordEventsResponse:
+    errors = sorted(batch.errors + [(error.index, error.message) for error in outcome.errors])
+    return recommendation_pb.RecordEventsResponse(
+        recorded=outcome.recorded, unknown_item_ids=outcome.unknown_item_ids,
+        errors=[recommendation_pb.EventError(index=index, message=message) for index, message in errors])
+
+
+def recommend_from_proto(request: recommendation_pb.RecommendRequest) -> RecommendQuery:
+    strategy = _STRATEGIES.get(request.strategy)
+    if strategy is None:
+        raise InvalidArgument("strategy", f"unknown strategy {request.strategy}")
+    offset = _offset_from_token(request.page_token) if request.page_token else request.offset
+    diversity = request.diversity if request.HasField("diversity") else DEFAULT_DIVERSITY
+    if not math.isfinite(diversity):
+        raise InvalidArgument("diversity", "must be a number between 0 and 1")
+    return RecommendQuery(
+        user_id=request.user_id, limit=request.limit or DEFAULT_LIMIT, offset=offset,
+        filter=filter_from_proto(request.filter if request.HasField("filter") else None), diversity=diversity,
+        exclude_seen=not request.include_seen, strategy=strategy, explain=request.explain)
+
+
+def recommend_response(result: Recommendations, query: RecommendQuery) -> recommendation_pb.RecommendResponse:
+    next_token = _token_for_offset(query.offset + query.limit) if result.has_more else ""
+    return recommendation_pb.RecommendResponse(
+        results=[recommendation_pb.Recommendation(
+            id=item.item_id, score=item.score, payload=payload_to_struct(item.payload), text=item.text,
+            interest_index=item.interest_index, because_item_ids=item.because) for item in result.items],
+        strategy=_STRATEGY_ENUMS[result.strategy], cold_start=result.cold_start, next_page_token=next_token)
+
+
+def _token_for_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset_from_token(token: str) -> int:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "offset" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidArgument("page_token", "not a token this server issued; pass next_page_token unchanged")
+
+
+def profile_response(profile: UserProfile, with_centroids: bool) -> recommendation_pb.GetProfileResponse:
+    def interests(group) -> list[recommendation_pb.Interest]:
+        return [_interest_to_proto(index, interest, with_centroids) for index, interest in enumerate(group)]
+
+    return recommendation_pb.GetProfileResponse(
+        user_id=profile.user_id, interests=interests(profile.interests), negatives=interests(profile.negatives),
+        event_count=profile.event_count, seen_count=len(profile.seen_item_ids))
+
+
+def _interest_to_proto(index: int, interest: Interest, with_centroid: bool) -> recommendation_pb.Interest:
+    message = recommendation_pb.Interest(index=index, importance=interest.importance, weight=interest.weight,
+                                         item_ids=list(interest.item_ids))
+    if with_centroid:
+        message.centroid.CopyFrom(vector_to_proto(np.asarray(interest.centroid, dtype=np.float32)))
+    return message
+
+
+def forget_response(deleted: int) -> recommendation_pb.ForgetUserResponse:
+    return recommendation_pb.ForgetUserResponse(deleted_events=deleted)

@@ -16,8 +16,7 @@ from typing import AsyncIterator, Callable, TypeVar
 
 from qdrant_client import QdrantClient
 
-from recommender.catalog import Catalog
-from recommender.engine import Engine
+from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
 from service.config import Settings
 from service.embedding import ClipEmbedder, ModelSpec, load_embedder
@@ -67,7 +66,6 @@ class Runtime:
         self._client: QdrantClient | None = None
         self.embedder: ClipEmbedder | None = None
         self.engine: Engine | None = None
-        self.catalog: Catalog | None = None
         self.startup_error: BaseException | None = None
 
     @property
@@ -92,7 +90,7 @@ class Runtime:
         attempt = 0
         while True:
             try:
-                self.catalog = await loop.run_in_executor(self._catalog_pool, self._open_catalog)
+                self.engine = await loop.run_in_executor(self._catalog_pool, self._open_engine)
                 break
             except Unavailable as error:
                 delay = CATALOG_RETRY_S[min(attempt, len(CATALOG_RETRY_S) - 1)]
@@ -103,15 +101,12 @@ class Runtime:
                 self.startup_error = error
                 log.error("catalog failed to open: %s", error)
                 return
-        self.engine = Engine(self.catalog)
 
-    def _open_catalog(self) -> Catalog:
+    def _open_engine(self) -> Engine:
         if self._client is None:
             self._client = self._deps.open_qdrant()
-        catalog = Catalog(self._client, self._settings.collection, self.embedder.identity, self.embedder.dim,
-                          self._settings.payload_indexes, location=self._deps.qdrant_location)
-        catalog.open()
-        return catalog
+        return open_engine(self._client, self._settings.collection, self.embedder.identity, self.embedder.dim,
+                           self._settings.payload_indexes, location=self._deps.qdrant_location)
 
     def require_ready(self) -> tuple[ClipEmbedder, Engine]:
         if self.engine is None:
@@ -139,10 +134,10 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._catalog_pool, function, *args)
 
     async def check_catalog(self) -> bool:
-        if self.catalog is None:
+        if self.engine is None:
             return False
         try:
-            await self.query(self.catalog.ping)
+            await self.query(self.engine.ping)
             return True
         except Unavailable:
             return False

@@ -16,13 +16,15 @@ from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc,
     embedding_service_pb2,
     embedding_service_pb2_grpc,
+    recommendation_service_pb2,
+    recommendation_service_pb2_grpc,
     search_service_pb2,
     search_service_pb2_grpc,
 )
 from service.app import Lookalike
 from service.config import Settings
 from service.runtime import Dependencies, Runtime
-from service.servicers import CatalogServicer, EmbeddingServicer, SearchServicer
+from service.servicers import CatalogServicer, EmbeddingServicer, RecommendationServicer, SearchServicer
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ SERVICE_NAMES = (
     embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
     catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     search_service_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
+    recommendation_service_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
 )
 HEALTH_PROBE_INTERVAL_S = 5.0
 
@@ -108,6 +111,8 @@ def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[
     embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(runtime, app), grpc_server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(runtime, app), grpc_server)
     search_service_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(runtime, app), grpc_server)
+    recommendation_service_pb2_grpc.add_RecommendationServiceServicer_to_server(
+        RecommendationServicer(runtime, app), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(

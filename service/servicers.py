@@ -18,6 +18,8 @@ from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
     embedding_service_pb2 as embedding_pb,
     embedding_service_pb2_grpc as embedding_grpc,
+    recommendation_service_pb2 as recommendation_pb,
+    recommendation_service_pb2_grpc as recommendation_grpc,
     search_service_pb2 as search_pb,
     search_service_pb2_grpc as search_grpc,
 )
@@ -108,3 +110,27 @@ class SearchServicer(_Servicer, search_grpc.SearchServiceServicer):
     @rpc
     async def SimilarItems(self, request: search_pb.SimilarItemsRequest, context) -> search_pb.SimilarItemsResponse:
         return convert.similar_response(await self._app.search(convert.similar_from_proto(request)))
+
+
+class RecommendationServicer(_Servicer, recommendation_grpc.RecommendationServiceServicer):
+    @rpc
+    async def RecordEvents(self, request: recommendation_pb.RecordEventsRequest,
+                           context) -> recommendation_pb.RecordEventsResponse:
+        batch = convert.events_from_proto(request, self._app.now())
+        return convert.record_response(await self._app.record_events(batch), batch)
+
+    @rpc
+    async def Recommend(self, request: recommendation_pb.RecommendRequest,
+                        context) -> recommendation_pb.RecommendResponse:
+        query = convert.recommend_from_proto(request)
+        return convert.recommend_response(await self._app.recommend(query), query)
+
+    @rpc
+    async def GetProfile(self, request: recommendation_pb.GetProfileRequest,
+                         context) -> recommendation_pb.GetProfileResponse:
+        return convert.profile_response(await self._app.profile(request.user_id), request.with_centroids)
+
+    @rpc
+    async def ForgetUser(self, request: recommendation_pb.ForgetUserRequest,
+                         context) -> recommendation_pb.ForgetUserResponse:
+        return convert.forget_response(await self._app.forget_user(request.user_id))

@@ -10,9 +10,11 @@ from google.protobuf import struct_pb2
 from recommender import filters as f
 from recommender.errors import InvalidArgument
 from service import client, convert, servicers
-from service.api.lookalike.v1 import catalog_service_pb2, embedding_service_pb2, search_service_pb2, types_pb2
+from service.api.lookalike.v1 import (
+    catalog_service_pb2, embedding_service_pb2, recommendation_service_pb2, search_service_pb2, types_pb2,
+)
 
-MODULES = (types_pb2, embedding_service_pb2, catalog_service_pb2, search_service_pb2)
+MODULES = (types_pb2, embedding_service_pb2, catalog_service_pb2, search_service_pb2, recommendation_service_pb2)
 
 
 def all_fields() -> list[tuple[str, str]]:

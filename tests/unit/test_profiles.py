@@ -366,3 +366,22 @@ def test_profiles_are_bit_identical_for_shuffled_input():
                 theirs.weight,
                 tuple(theirs.item_ids),
             )
+
+
+def test_a_light_but_distinct_taste_keeps_its_own_interest():
+    """Often viewed, never bought: 8% of the weight, yet a taste of its own,
+    not to be folded into a heavier neighbour (it was, with seeds = k)."""
+    rng = np.random.default_rng(42)
+    directions = [random_direction(rng) for _ in range(3)]
+    vectors, weights, truth = [], [], []
+    for label, (direction, weight) in enumerate(zip(directions, (4.0, 13.0, 33.0))):
+        for row in taste(rng, direction, 5, spread=0.6):
+            vectors.append(row)
+            weights.append(weight)
+            truth.append(label)
+    labels, centroids = cluster_unit_vectors(np.stack(vectors).astype(np.float64), np.asarray(weights), k=3,
+                                             merge_cosine=0.9, merge_fit_ratio=2.0)
+    assert len(centroids) == 3
+    for label in range(3):
+        members = {int(labels[i]) for i in range(len(truth)) if truth[i] == label}
+        assert len(members) == 1

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from service.api.lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/search_service.proto\x12\x0clookalike.v1\x1a\x18lookalike/v1/types.proto\"\x97\x02\n\rSearchRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x11\n\x07item_id\x18\x03 \x01(\tH\x00\x12&\n\x06vector\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.VectorH\x00\x12*\n\x06target\x18\x05 \x01(\x0e\x32\x1a.lookalike.v1.SearchTarget\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0e\n\x06offset\x18\x08 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05queryB\x12\n\x10_score_threshold\";\n\x0eSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.ScoredItem\"\xc9\x01\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12*\n\x06target\x18\x02 \x01(\x0e\x32\x1a.lookalike.v1.SearchTarget\x12$\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0e\n\x06offset\x18\x05 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"A\n\x14SimilarItemsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.ScoredItem2\xab\x01\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12U\n\x0cSimilarItems\x12!.lookalike.v1.SimilarItemsRequest\x1a\".lookalike.v1.SimilarItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/search_service.proto\x12\x0clookalike.v1\x1a\x18lookalike/v1/types.proto\"\x97\x02\n\rSearchRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x11\n\x07item_id\x18\x03 \x01(\tH\x00\x12&\n\x06vector\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.VectorH\x00\x12*\n\x06target\x18\x05 \x01(\x0e\x32\x1a.lookalike.v1.SearchTarget\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0e\n\x06offset\x18\x08 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05queryB\x12\n\x10_score_threshold\";\n\x0eSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.ScoredItem\"\xf0\x01\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12*\n\x06target\x18\x02 \x01(\x0e\x32\x1a.lookalike.v1.SearchTarget\x12$\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0e\n\x06offset\x18\x05 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x14\n\x0cinclude_seen\x18\x08 \x01(\x08\x42\x12\n\x10_score_threshold\"A\n\x14SimilarItemsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.ScoredItem2\xab\x01\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12U\n\x0cSimilarItems\x12!.lookalike.v1.SimilarItemsRequest\x1a\".lookalike.v1.SimilarItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHRESPONSE']._serialized_start=359
   _globals['_SEARCHRESPONSE']._serialized_end=418
   _globals['_SIMILARITEMSREQUEST']._serialized_start=421
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=622
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=624
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=689
-  _globals['_SEARCHSERVICE']._serialized_start=692
-  _globals['_SEARCHSERVICE']._serialized_end=863
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=661
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=663
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=728
+  _globals['_SEARCHSERVICE']._serialized_start=731
+  _globals['_SEARCHSERVICE']._serialized_end=902
 # @@protoc_insertion_point(module_scope)

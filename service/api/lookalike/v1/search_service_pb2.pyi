@@ -36,20 +36,24 @@ class SearchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.ScoredItem, _Mapping]]] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
-    __slots__ = ("item_id", "target", "filter", "limit", "offset", "score_threshold")
+    __slots__ = ("item_id", "target", "filter", "limit", "offset", "score_threshold", "user_id", "include_seen")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     target: _types_pb2.SearchTarget
     filter: _types_pb2.Filter
     limit: int
     offset: int
     score_threshold: float
-    def __init__(self, item_id: _Optional[str] = ..., target: _Optional[_Union[_types_pb2.SearchTarget, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ...) -> None: ...
+    user_id: str
+    include_seen: bool
+    def __init__(self, item_id: _Optional[str] = ..., target: _Optional[_Union[_types_pb2.SearchTarget, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., user_id: _Optional[str] = ..., include_seen: _Optional[bool] = ...) -> None: ...
 
 class SimilarItemsResponse(_message.Message):
     __slots__ = ("results",)

@@ -1,0 +1,188 @@
+"""Recommendations: a user's events -> interests -> batched neighbour queries -> ranking.
+
+Round trips per call, whatever the history size: one scroll for the user's
+events, one fetch of their items' vectors, one batched query for all interests
+(popularity: one event scan and one or two catalog scrolls instead).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from recommender.catalog import Catalog
+from recommender.errors import InvalidArgument
+from recommender.events import EventStore
+from recommender.profiles import ProfileConfig, build_profile
+from recommender.ranking import Candidate, rank
+from recommender.types import (
+    Event, Interest, Recommendation, Recommendations, RecommendQuery, Scored, SearchParams, StoredItem, Strategy,
+    UserProfile, VectorSpace,
+)
+
+MAX_RECOMMENDATIONS = 1000
+MAX_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    # Seen items come from this many latest events; the profile uses profile.max_events of them.
+    seen_window_events: int = 10_000
+    # Candidates fetched per result slot, shared among interests, so MMR has room to choose.
+    candidates_per_slot: int = 4
+    space: VectorSpace = VectorSpace.IMAGE
+    popularity_window: timedelta = timedelta(days=30)
+    popularity_max_events: int = 50_000
+    native_max_examples: int = 64
+    explain_items: int = 3
+
+
+@dataclass(frozen=True)
+class History:
+    events: list[Event]
+    vectors: dict[str, np.ndarray]
+
+
+class Recommender:
+    def __init__(self, catalog: Catalog, events: EventStore, config: RecommenderConfig,
+                 clock: Callable[[], datetime]) -> None:
+        self._catalog = catalog
+        self._events = events
+        self._config = config
+        self._clock = clock
+
+    # -- profiles -------------------------------------------------------
+
+    def history(self, user_id: str) -> History:
+        events = self._events.for_user(user_id, self._config.seen_window_events)
+        recent_ids = list(dict.fromkeys(event.item_id for event in events[-self._config.profile.max_events:]))
+        stored = self._catalog.get(recent_ids, with_vectors=True)
+        vectors = {item_id: vector for item_id, item in stored.items()
+                   if (vector := _item_vector(item, self._config.space)) is not None}
+        return History(events, vectors)
+
+    def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None) -> UserProfile:
+        history = history or self.history(user_id)
+        config = self._config.profile
+        if max_interests is not None:
+            config = replace(config, max_interests=max_interests)
+        return build_profile(user_id, history.events, history.vectors, self._clock(), config)
+
+    # -- recommendations --------------------------------------------------
+
+    def recommend(self, query: RecommendQuery) -> Recommendations:
+        _check(query)
+        history = self.history(query.user_id)
+        profile = self.profile(query.user_id, history)
+        excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
+        wanted = query.offset + query.limit
+        if query.strategy is Strategy.POPULAR or profile.is_cold:
+            items = self._popular(query, excluded, wanted)
+            return _page(items, query, Strategy.POPULAR, cold_start=profile.is_cold)
+        if query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE):
+            items = self._native(query, profile, excluded, wanted)
+        else:
+            if query.strategy is Strategy.SINGLE_CENTROID:
+                profile = self.profile(query.user_id, history, max_interests=1)
+            items = self._from_interests(query, profile, excluded, wanted)
+        return _page(items, query, query.strategy, cold_start=False)
+
+    def _from_interests(self, query: RecommendQuery, profile: UserProfile, excluded: Sequence[str],
+                        wanted: int) -> list[Recommendation]:
+        interests = list(profile.interests)
+        importances = [interest.importance for interest in interests]
+        counts = _candidate_counts(importances, wanted, self._config.candidates_per_slot)
+        hits = self._catalog.search_many([interest.centroid for interest in interests], counts, self._config.space,
+                                         query.filter, excluded)
+        by_id: dict[str, Scored] = {}
+        per_interest = []
+        for index, interest_hits in enumerate(hits):
+            per_interest.append([Candidate(hit.item_id, hit.score, hit.vector, index)
+                                 for hit in interest_hits if hit.vector is not None])
+            for hit in interest_hits:
+                by_id.setdefault(hit.item_id, hit)
+        ranked = rank(per_interest, importances, profile.negatives, k=wanted, diversity=query.diversity)
+        return [_recommendation(by_id[entry.item_id], entry.score, entry.interest_index,
+                                _because(interests[entry.interest_index], query, self._config.explain_items))
+                for entry in ranked]
+
+    def _native(self, query: RecommendQuery, profile: UserProfile, excluded: Sequence[str],
+                wanted: int) -> list[Recommendation]:
+        limit = self._config.native_max_examples
+        positives = _strongest_items(profile.interests, limit)
+        negatives = _strongest_items(profile.negatives, limit)
+        hits = self._catalog.recommend_native(
+            positives, negatives, best_score=query.strategy is Strategy.QDRANT_BEST_SCORE, space=self._config.space,
+            filter_=query.filter, params=SearchParams(limit=wanted), exclude_ids=excluded)
+        return [_recommendation(hit, hit.score, None, ()) for hit in hits]
+
+    def _popular(self, query: RecommendQuery, excluded: Sequence[str], wanted: int) -> list[Recommendation]:
+        """Most-interacted items within the filter; items nobody touched yet fill the rest."""
+        since = self._clock() - self._config.popularity_window
+        counts: Counter = self._events.popularity(since, self._config.profile.event_weights,
+                                                  self._config.popularity_max_events)
+        skip = set(excluded)
+        ranked_ids = [item_id for item_id, _ in counts.most_common() if item_id not in skip]
+        shortlist = ranked_ids[: wanted * 4]
+        matching = {hit.item_id: hit for hit in self._catalog.scroll(query.filter, len(shortlist), shortlist)}
+        top = max(counts.values(), default=1.0) or 1.0
+        items = [_recommendation(matching[item_id], counts[item_id] / top, None, ())
+                 for item_id in shortlist if item_id in matching][:wanted]
+        if len(items) < wanted:
+            taken = skip | {item.item_id for item in items}
+            filler = self._catalog.scroll(query.filter, wanted - len(items) + len(taken))
+            items += [_recommendation(hit, 0.0, None, ()) for hit in filler if hit.item_id not in taken]
+        return items[:wanted]
+
+
+def _check(query: RecommendQuery) -> None:
+    if not query.user_id or not query.user_id.strip():
+        raise InvalidArgument("user_id", "user id is empty")
+    if not 1 <= query.limit <= MAX_RECOMMENDATIONS:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_RECOMMENDATIONS}, got {query.limit}")
+    if not 0 <= query.offset <= MAX_OFFSET:
+        raise InvalidArgument("offset", f"must be between 0 and {MAX_OFFSET}, got {query.offset}")
+    if not 0.0 <= query.diversity <= 1.0:
+        raise InvalidArgument("diversity", f"must be between 0 and 1, got {query.diversity}")
+
+
+def _candidate_counts(importances: Sequence[float], wanted: int, per_slot: int) -> list[int]:
+    """Each interest fetches enough to fill its proportional share several times over,
+    and at least `wanted`, so a small interest can still fill the page if others run dry."""
+    return [max(wanted, int(np.ceil(importance * wanted * per_slot))) for importance in importances]
+
+
+def _strongest_items(interests: Sequence[Interest], limit: int) -> list[str]:
+    """Items by interest weight, then by their order of contribution within the interest."""
+    ordered = sorted(interests, key=lambda interest: -interest.weight)
+    items = [item_id for interest in ordered for item_id in interest.item_ids]
+    return list(dict.fromkeys(items))[:limit]
+
+
+def _item_vector(item: StoredItem, space: VectorSpace) -> np.ndarray | None:
+    vector = item.vector(space)
+    if vector is None:  # one CLIP space: a text-only item still places the user
+        vector = item.vector(VectorSpace.TEXT if space is VectorSpace.IMAGE else VectorSpace.IMAGE)
+    return vector
+
+
+def _because(interest: Interest, query: RecommendQuery, count: int) -> tuple[str, ...]:
+    return tuple(interest.item_ids[:count]) if query.explain else ()
+
+
+def _recommendation(hit: Scored, score: float, interest_index: int | None,
+                    because: tuple[str, ...]) -> Recommendation:
+    return Recommendation(item_id=hit.item_id, score=float(score), payload=hit.payload, text=hit.text,
+                          interest_index=interest_index, because=because)
+
+
+def _page(items: list[Recommendation], query: RecommendQuery, strategy: Strategy,
+          cold_start: bool) -> Recommendations:
+    page = items[query.offset: query.offset + query.limit]
+    return Recommendations(items=page, strategy=strategy, cold_start=cold_start,
+                           has_more=len(items) >= query.offset + query.limit)
