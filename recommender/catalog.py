@@ -7,6 +7,7 @@ qdrant-client's embedded mode; only the client differs.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -39,6 +40,18 @@ _PAYLOAD_SCHEMAS = {
 }
 
 
+@dataclass(frozen=True)
+class CollectionLayout:
+    """Sharding and replication of new collections on a Qdrant cluster."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+
+    def create_arguments(self) -> dict:
+        return {name: value for name, value in (("shard_number", self.shard_number),
+                                                 ("replication_factor", self.replication_factor)) if value}
+
+
 class Catalog:
     def __init__(
         self,
@@ -48,6 +61,7 @@ class Catalog:
         dim: int,
         payload_indexes: Mapping[str, str] | None = None,
         location: str = "embedded",
+        layout: CollectionLayout | None = None,
     ) -> None:
         self._client = client
         self._collection = collection
@@ -55,6 +69,7 @@ class Catalog:
         self._location = location
         self.dim = dim
         self._payload_indexes = dict(payload_indexes or {})
+        self._layout = layout or CollectionLayout()
         self._mismatch: str | None = None
 
     # -- lifecycle ------------------------------------------------------
@@ -81,6 +96,7 @@ class Catalog:
             self._collection,
             vectors_config={VectorSpace.IMAGE.value: space, VectorSpace.TEXT.value: space},
             metadata={MODEL_METADATA_KEY: self._model_identity, DIM_METADATA_KEY: self.dim},
+            **self._layout.create_arguments(),
         )
         log.info("created collection %s for model %s (dim %d)", self._collection, self._model_identity, self.dim)
 

@@ -10,7 +10,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from qdrant_client import QdrantClient
 
-from recommender.catalog import Catalog
+from recommender.catalog import Catalog, CollectionLayout
 from recommender.errors import InvalidArgument, LookalikeError, NotFound
 from recommender.events import EventStore
 from recommender.filters import Filter
@@ -205,11 +205,12 @@ def _own_vector(item: StoredItem, space: VectorSpace) -> np.ndarray:
 
 def open_engine(client: QdrantClient, collection: str, model_identity: str, dim: int,
                 payload_indexes: Mapping[str, str] | None = None, location: str = "embedded",
-                config: RecommenderConfig | None = None, clock: Callable[[], datetime] = now_utc) -> Engine:
+                config: RecommenderConfig | None = None, clock: Callable[[], datetime] = now_utc,
+                layout: CollectionLayout | None = None) -> Engine:
     """The catalog and the event store on one Qdrant client, both created if missing."""
-    catalog = Catalog(client, collection, model_identity, dim, payload_indexes, location=location)
+    catalog = Catalog(client, collection, model_identity, dim, payload_indexes, location=location, layout=layout)
     catalog.open()
-    events = EventStore(client, f"{collection}_events", location=location)
+    events = EventStore(client, f"{collection}_events", location=location, layout=layout)
     events.open()
     return Engine(catalog, events, config, clock)
 

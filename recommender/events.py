@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from qdrant_client import QdrantClient, models
 
+from recommender.catalog import CollectionLayout
 from recommender.store_errors import translated
 from recommender.types import Event, EventType
 
@@ -31,16 +32,18 @@ EVENT_NAMESPACE = uuid.UUID("0b7e0a4e-4f2b-5c1e-8d8a-5e7e17ab1e00")
 
 
 class EventStore:
-    def __init__(self, client: QdrantClient, collection: str, location: str = "embedded") -> None:
+    def __init__(self, client: QdrantClient, collection: str, location: str = "embedded",
+                 layout: CollectionLayout | None = None) -> None:
         self._client = client
         self._collection = collection
         self._location = location
+        self._layout = layout or CollectionLayout()
 
     def open(self) -> None:
         with translated(self._location):
             if not self._client.collection_exists(self._collection):
                 # No vectors: events are looked up by payload only.
-                self._client.create_collection(self._collection, vectors_config={})
+                self._client.create_collection(self._collection, vectors_config={}, **self._layout.create_arguments())
             if self._location != "embedded":
                 for key, schema in ((USER_KEY, models.PayloadSchemaType.KEYWORD),
                                     (ITEM_KEY, models.PayloadSchemaType.KEYWORD),

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     qdrant_prefer_grpc: bool = True
     qdrant_timeout_s: int = Field(10, ge=1)
     collection: str = "items"
+    # Cluster layout for new collections (server mode); unset = Qdrant's defaults.
+    qdrant_shard_number: int | None = Field(None, ge=1)
+    qdrant_replication_factor: int | None = Field(None, ge=1)
     # Payload fields to index in server mode, e.g. {"color": "keyword", "price": "float"}.
     payload_indexes: dict[str, PayloadIndexType] = Field(default_factory=dict)
 

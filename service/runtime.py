@@ -16,6 +16,7 @@ from typing import AsyncIterator, Callable, TypeVar
 
 from qdrant_client import QdrantClient
 
+from recommender.catalog import CollectionLayout
 from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
 from service.config import Settings
@@ -105,8 +106,9 @@ class Runtime:
     def _open_engine(self) -> Engine:
         if self._client is None:
             self._client = self._deps.open_qdrant()
+        layout = CollectionLayout(self._settings.qdrant_shard_number, self._settings.qdrant_replication_factor)
         return open_engine(self._client, self._settings.collection, self.embedder.identity, self.embedder.dim,
-                           self._settings.payload_indexes, location=self._deps.qdrant_location)
+                           self._settings.payload_indexes, location=self._deps.qdrant_location, layout=layout)
 
     def require_ready(self) -> tuple[ClipEmbedder, Engine]:
         if self.engine is None:
