@@ -125,7 +125,7 @@ def test_stop_drains_in_flight_calls_and_refuses_new_ones(tmp_path, tiny_embedde
         inputs.put(("before", "first"))
         assert next(stream)[0] == "before"
 
-        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(grace=10), server._loop)
+        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(grace=10), server.loop)
         time.sleep(0.5)
         with pytest.raises(grpc.RpcError) as raised:
             LookalikeClient(server.target, timeout=5).embed(texts=["new call during drain"])
