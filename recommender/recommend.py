@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class RecommenderConfig:
     space: VectorSpace = VectorSpace.IMAGE
     popularity_window: timedelta = timedelta(days=30)
     popularity_max_events: int = 50_000
+    # Popularity is a scan of recent events: computed at most this often per process.
+    popularity_ttl: timedelta = timedelta(seconds=60)
     native_max_examples: int = 64
     explain_items: int = 3
 
@@ -55,6 +57,7 @@ class Recommender:
         self._events = events
         self._config = config
         self._clock = clock
+        self._popularity: tuple[datetime, Counter] | None = None
 
     # -- profiles -------------------------------------------------------
 
@@ -123,9 +126,7 @@ class Recommender:
 
     def _popular(self, query: RecommendQuery, excluded: Sequence[str], wanted: int) -> list[Recommendation]:
         """Most-interacted items within the filter; items nobody touched yet fill the rest."""
-        since = self._clock() - self._config.popularity_window
-        counts: Counter = self._events.popularity(since, self._config.profile.event_weights,
-                                                  self._config.popularity_max_events)
+        counts = self._popularity_counts()
         skip = set(excluded)
         ranked_ids = [item_id for item_id, _ in counts.most_common() if item_id not in skip]
         shortlist = ranked_ids[: wanted * 4]
@@ -138,6 +139,17 @@ class Recommender:
             filler = self._catalog.scroll(query.filter, wanted - len(items) + len(taken))
             items += [_recommendation(hit, 0.0, None, ()) for hit in filler if hit.item_id not in taken]
         return items[:wanted]
+
+
+    def _popularity_counts(self) -> Counter:
+        now = self._clock()
+        cached = self._popularity
+        if cached is not None and timedelta(0) <= now - cached[0] < self._config.popularity_ttl:
+            return cached[1]
+        counts = self._events.popularity(now - self._config.popularity_window, self._config.profile.event_weights,
+                                         self._config.popularity_max_events)
+        self._popularity = (now, counts)  # one reference swap: safe for concurrent callers
+        return counts
 
 
 def _check(query: RecommendQuery) -> None:
