@@ -14,7 +14,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 EXIT_PARTIAL = 3
 
 
+# Subcommands with their own argument parsers, imported only when used (they pull in torch).
+DELEGATED = {
+    "demo": "service.demo.showcase",
+    "train-demo": "service.demo.training",
+    "eval": "service.evaluate",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -64,9 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     search.set_defaults(run=_search)
 
-    train = commands.add_parser("train-demo", help="train the offline demo CLIP model", add_help=False)
-    train.add_argument("rest", nargs=argparse.REMAINDER)
-    train.set_defaults(run=lambda args: _train_demo(args.rest))
+    # Listed for --help; main() hands their arguments to their own parsers.
+    commands.add_parser("demo", help="offline demo: in-process server, demo catalog, cross-modal queries")
+    commands.add_parser("train-demo", help="train the offline demo CLIP model (the shipped weights)")
+    commands.add_parser("eval", help="offline evaluation of recommendation strategies")
     return parser
 
 
@@ -200,10 +214,6 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _train_demo(argv: list[str]) -> int:
-    from service.demo.training import main as train_main
-
-    return train_main(argv)
 
 
 if __name__ == "__main__":
