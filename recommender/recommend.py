@@ -128,7 +128,9 @@ class Recommender:
         """Most-interacted items within the filter; items nobody touched yet fill the rest."""
         counts = self._popularity_counts()
         skip = set(excluded)
-        ranked_ids = [item_id for item_id, _ in counts.most_common() if item_id not in skip]
+        # Ties by item id: the store returns events in no stable order.
+        ranked_ids = [item_id for item_id, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+                      if item_id not in skip]
         shortlist = ranked_ids[: wanted * 4]
         matching = {hit.item_id: hit for hit in self._catalog.scroll(query.filter, len(shortlist), shortlist)}
         top = max(counts.values(), default=1.0) or 1.0
