@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping, Sequence
 
@@ -16,8 +16,8 @@ from recommender.events import EventStore
 from recommender.filters import Filter
 from recommender.recommend import Recommender, RecommenderConfig
 from recommender.types import (
-    Event, EventError, ItemInput, RecommendQuery, Recommendations, RecordOutcome, Scored, SearchParams, SearchTarget,
-    StoredItem, UserProfile, VectorSpace,
+    Event, EventError, ItemError, ItemInput, RecommendQuery, Recommendations, RecordOutcome, Scored, SearchParams, SearchTarget,
+    StoredItem, UpsertOutcome, UserProfile, VectorSpace,
 )
 from recommender.vectors import checked_vector
 
@@ -31,19 +31,6 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class ItemError:
-    index: int
-    item_id: str
-    message: str
-
-
-@dataclass
-class UpsertOutcome:
-    upserted: int = 0
-    errors: list[ItemError] = field(default_factory=list)
 
 
 class Engine:
@@ -138,7 +125,7 @@ class Engine:
         excluded = [item_id]
         if user_id and exclude_seen:
             check_user_id(user_id)
-            excluded += sorted(self.profile(user_id).seen_item_ids - {item_id})
+            excluded += sorted(self._recommender.seen_item_ids(user_id) - {item_id})
         queries = {space: _own_vector(item, space) for space in _spaces(target)}
         if len(queries) == 1:
             (space, vector), = queries.items()

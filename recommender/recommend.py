@@ -69,6 +69,11 @@ class Recommender:
                    if (vector := _item_vector(item, self._config.space)) is not None}
         return History(events, vectors)
 
+    def seen_item_ids(self, user_id: str) -> frozenset[str]:
+        """Items with any event of the user: one event read, no vectors, no clustering."""
+        events = self._events.for_user(user_id, self._config.seen_window_events)
+        return frozenset(event.item_id for event in events)
+
     def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None) -> UserProfile:
         history = history or self.history(user_id)
         config = self._config.profile

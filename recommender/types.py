@@ -169,6 +169,21 @@ class Recommendations:
 
 
 @dataclass(frozen=True)
+class ItemError:
+    """Why one item of an upsert stream was not stored; `index` is its stream position."""
+
+    index: int
+    item_id: str
+    message: str
+
+
+@dataclass
+class UpsertOutcome:
+    upserted: int = 0
+    errors: list[ItemError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class EventError:
     index: int
     message: str

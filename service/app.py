@@ -10,10 +10,12 @@ from typing import Sequence
 
 import numpy as np
 
-from recommender.engine import UpsertOutcome, check_params, now_utc
+from recommender.engine import check_params, now_utc
 from recommender.errors import InvalidArgument
 from recommender.filters import Filter
-from recommender.types import Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UserProfile
+from recommender.types import (
+    Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UpsertOutcome, UserProfile,
+)
 from service.convert import EventBatch, ImageQuery, ItemQuery, SearchSpec, TextQuery, VectorQuery
 from service.indexing import RawItem, embed_items
 from service.runtime import Runtime

@@ -17,11 +17,10 @@ import numpy as np
 from google.protobuf import struct_pb2
 
 from recommender import filters as f
-from recommender.engine import ItemError, UpsertOutcome
 from recommender.errors import InvalidArgument
 from recommender.types import (
-    Event, EventType, Interest, Recommendations, RecommendQuery, RecordOutcome, Scored, SearchParams, SearchTarget,
-    StoredItem, Strategy, UserProfile,
+    Event, EventType, Interest, ItemError, Recommendations, RecommendQuery, RecordOutcome, Scored, SearchParams, SearchTarget,
+    StoredItem, Strategy, UpsertOutcome, UserProfile,
 )
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,

@@ -10,9 +10,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from recommender.engine import ItemError
 from recommender.errors import InvalidArgument
-from recommender.types import ItemInput
+from recommender.types import ItemError, ItemInput
 from service.embedding.embedder import ClipEmbedder
 
 

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from recommender.engine import UpsertOutcome
+from recommender.types import UpsertOutcome
 from service import convert
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,

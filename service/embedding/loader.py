@@ -68,9 +68,9 @@ def _create(spec: ModelSpec, device: torch.device, precision: str, seed: int):
 
 
 def _explain_failure(spec: ModelSpec, offline: bool, error: Exception) -> str:
-    message = f"cannot load model {spec.model!r} (weights: {spec.weights.value}): {error}"
+    message = f"cannot load model {spec.model!r} (weights: {spec.weights.value}): {str(error).rstrip('.')}"
     if spec.weights.needs_hub:
-        reason = "the model hub is unreachable" if offline else "downloading the weights failed"
+        reason = "The model hub is unreachable" if offline else "Downloading the weights failed"
         message += (
             f". {reason} and the weights are not in the local cache. Copy the checkpoint to this machine and pass "
             "--pretrained /path/to/open_clip_model.safetensors (or --model local-dir:/folder), use --model demo "
