@@ -95,9 +95,6 @@ class Engine:
     def delete_where(self, filter_: Filter) -> int:
         return self._catalog.delete_where(filter_)
 
-    def count_items(self) -> int:
-        return self._catalog.count()
-
     # -- search ---------------------------------------------------------
 
     def search_by_vector(self, vector: np.ndarray, target: SearchTarget, filter_: Filter | None,

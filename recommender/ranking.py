@@ -30,7 +30,7 @@ from recommender.types import Interest
 @dataclass(frozen=True)
 class Candidate:
     """A neighbour of one interest; `score` is its cosine to that interest's centroid
-    (after `penalise_negatives`, minus the penalty)."""
+    (after `negative_penalties`, minus the penalty)."""
 
     item_id: str
     score: float
@@ -52,51 +52,6 @@ class Ranked:
 class MergeStrategy(str, enum.Enum):
     PROPORTIONAL = "proportional"  # importance decides the turn, MMR picks within the interest
     SCORE = "score"  # one pool by raw cosine, then MMR: the uncalibrated baseline
-
-
-# ---------------------------------------------------------------- retrieval budget
-
-
-def allocate_candidates(importances: Sequence[float], total: int, minimum: int = 1) -> list[int]:
-    """How many candidates to fetch per interest: proportional to importance,
-    at least `minimum` each, summing to max(total, minimum * len(importances)).
-
-    Interests whose proportional share falls below the minimum are pinned to it
-    and the rest is re-shared among the others, so the minimum for a minor
-    interest does not distort the ratio between the major ones. Fractions are
-    settled by largest remainder, ties to the earlier (more important) interest.
-    """
-    shares = _checked_importances(importances)
-    if total < 0 or minimum < 0:
-        raise ValueError(f"total and minimum must be >= 0, got total={total}, minimum={minimum}")
-    if not shares:
-        return []
-    remaining = max(total, minimum * len(shares))
-    counts = [0] * len(shares)
-    free = list(range(len(shares)))
-    while True:
-        quotas = _proportional_quotas([shares[i] for i in free], remaining)
-        pinned = [i for i, quota in zip(free, quotas) if quota < minimum]
-        if not pinned:
-            break
-        for i in pinned:
-            counts[i] = minimum
-            remaining -= minimum
-        free = [i for i in free if i not in pinned]
-    floors = [math.floor(quota) for quota in quotas]
-    by_remainder = sorted(range(len(free)), key=lambda j: (-(quotas[j] - floors[j]), free[j]))
-    for j in by_remainder[: remaining - sum(floors)]:
-        floors[j] += 1
-    for i, count in zip(free, floors):
-        counts[i] = count
-    return counts
-
-
-def _proportional_quotas(shares: Sequence[float], total: int) -> list[float]:
-    mass = sum(shares)
-    if mass == 0:
-        return [total / len(shares)] * len(shares)
-    return [total * share / mass for share in shares]
 
 
 def _checked_importances(importances: Sequence[float]) -> list[float]:
@@ -139,30 +94,7 @@ def negative_penalties(
     margin: float = 0.5,
     evidence_half_weight: float = 1.0,
 ) -> np.ndarray:
-    """Penalty per row of `vectors` (see `penalise_negatives` for the formula)."""
-    if strength < 0 or not -1.0 <= margin < 1.0 or evidence_half_weight <= 0:
-        raise ValueError(
-            f"need strength >= 0, -1 <= margin < 1, evidence_half_weight > 0; "
-            f"got {strength}, {margin}, {evidence_half_weight}"
-        )
-    vectors = _unit_rows(vectors)
-    if not negatives or len(vectors) == 0:
-        return np.zeros(len(vectors))
-    centroids = _unit_rows(np.stack([np.asarray(n.centroid, dtype=np.float64) for n in negatives]))
-    weights = np.array([n.weight for n in negatives], dtype=np.float64)
-    confidence = weights / (weights + evidence_half_weight)
-    closeness = np.clip((vectors @ centroids.T - margin) / (1.0 - margin), 0.0, 1.0)
-    return strength * np.max(confidence * closeness, axis=1)
-
-
-def penalise_negatives(
-    candidates: Sequence[Candidate],
-    negatives: Sequence[Interest],
-    strength: float = 1.0,
-    margin: float = 0.5,
-    evidence_half_weight: float = 1.0,
-) -> list[Candidate]:
-    """Candidates with scores lowered near what the user rejected, re-sorted by score.
+    """Penalty per row of `vectors`, for candidates near what the user rejected:
 
         penalty = strength * max_j [ w_j / (w_j + h) * clip((cos(v, n_j) - margin) / (1 - margin), 0, 1) ]
 
@@ -180,8 +112,19 @@ def penalise_negatives(
     The max over centroids (not a sum) keeps two nearby negative clusters from
     counting the same rejection twice.
     """
-    penalised = [c for c, _ in _with_penalties(candidates, negatives, strength, margin, evidence_half_weight)]
-    return sorted(penalised, key=_by_score)
+    if strength < 0 or not -1.0 <= margin < 1.0 or evidence_half_weight <= 0:
+        raise ValueError(
+            f"need strength >= 0, -1 <= margin < 1, evidence_half_weight > 0; "
+            f"got {strength}, {margin}, {evidence_half_weight}"
+        )
+    vectors = _unit_rows(vectors)
+    if not negatives or len(vectors) == 0:
+        return np.zeros(len(vectors))
+    centroids = _unit_rows(np.stack([np.asarray(n.centroid, dtype=np.float64) for n in negatives]))
+    weights = np.array([n.weight for n in negatives], dtype=np.float64)
+    confidence = weights / (weights + evidence_half_weight)
+    closeness = np.clip((vectors @ centroids.T - margin) / (1.0 - margin), 0.0, 1.0)
+    return strength * np.max(confidence * closeness, axis=1)
 
 
 def _with_penalties(
@@ -335,15 +278,6 @@ def _universe_vectors(pools: Sequence[Sequence[Candidate]], position: dict[str, 
             if vectors[position[candidate.item_id]] is None:
                 vectors[position[candidate.item_id]] = np.asarray(candidate.vector, dtype=np.float64)
     return np.stack(vectors)
-
-
-def interleave_by_importance(
-    per_interest: Sequence[Sequence[Candidate]], importances: Sequence[float]
-) -> list[Candidate]:
-    """Every candidate, each interest in its own score order, interleaved so
-    every prefix follows the importance mix (`proportional_mmr` without diversity)."""
-    everything = sum(len(candidates) for candidates in per_interest)
-    return proportional_mmr(per_interest, importances, everything, diversity=0.0)
 
 
 # ---------------------------------------------------------------- the whole step

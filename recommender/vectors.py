@@ -18,6 +18,3 @@ def checked_vector(values, dim: int, field: str) -> np.ndarray:
         raise InvalidArgument(field, "is all zeros; cosine similarity is undefined for it")
     return vector
 
-
-def unit(vector: np.ndarray) -> np.ndarray:
-    return (vector / np.linalg.norm(vector)).astype(np.float32)

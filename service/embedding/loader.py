@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
@@ -40,7 +41,7 @@ def load_embedder(
 ) -> ClipEmbedder:
     torch_device = _resolve_device(device)
     with _LOAD_LOCK:
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        register_model_configs()
         model, preprocess, tokenizer = _create(spec, torch_device, precision, seed)
     model.eval()
     if spec.weights is WeightsKind.RANDOM:
@@ -50,6 +51,16 @@ def load_embedder(
         log.warning("precision %s on CPU is usually slower than fp32 here", precision)
     return ClipEmbedder(model, preprocess, tokenizer, identity=spec.identity(seed), device=torch_device,
                         max_batch=max_batch, max_image_pixels=max_image_pixels)
+
+
+def register_model_configs(folder: Path = MODEL_CONFIG_DIR) -> None:
+    """Make the configs in `folder` model names open_clip knows, once per process.
+
+    open_clip keeps one global list of config paths and rescans all of it on each
+    registration; adding the folder on every load would grow that list forever.
+    """
+    if not {path.stem for path in folder.glob("*.json")} <= set(open_clip.list_models()):
+        open_clip.add_model_config(folder)
 
 
 def _create(spec: ModelSpec, device: torch.device, precision: str, seed: int):

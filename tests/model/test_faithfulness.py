@@ -13,7 +13,7 @@ from PIL import Image
 
 from service.client import LookalikeClient
 from service.embedding import ModelSpec, load_embedder
-from service.embedding.spec import MODEL_CONFIG_DIR
+from service.embedding.loader import register_model_configs
 from tests.conftest import png
 from tests.support import ServerThread, deps_with, settings_for
 
@@ -21,7 +21,7 @@ TEXTS = ["a red circle on a white background", "two blue squares", "x" * 400]
 
 
 def open_clip_reference(model_name: str, seed: int, image_bytes: list[bytes], texts: list[str]):
-    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    register_model_configs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)

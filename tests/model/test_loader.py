@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from service.embedding import ModelSpec, load_embedder
-from service.embedding.loader import ModelLoadError
+from service.embedding.loader import ModelLoadError, register_model_configs
+from service.embedding.spec import MODEL_CONFIG_DIR
 from service.embedding.spec import WeightsKind
 
 
@@ -75,3 +76,17 @@ def test_random_init_is_reproducible_by_seed_and_says_so_in_its_identity():
     second = load_embedder(ModelSpec.parse("lookalike-tiny", "none"), device="cpu", seed=5)
     np.testing.assert_array_equal(first.embed_texts(["same"]), second.embed_texts(["same"]))
     assert first.identity == "lookalike-tiny/random-init(seed=5)" and first.is_random_init
+
+
+def test_model_configs_are_registered_once_per_process(tiny_embedder):
+    """open_clip rescans every registered path on each registration; loads must not grow that list."""
+    from open_clip import factory
+
+    register_model_configs()
+    before = list(factory._MODEL_CONFIG_PATHS)
+    for _ in range(3):
+        register_model_configs()
+        load_embedder(ModelSpec.parse("lookalike-tiny", "none"), device="cpu")
+    assert factory._MODEL_CONFIG_PATHS == before
+    assert before.count(MODEL_CONFIG_DIR) <= 1
+    assert "lookalike-tiny" in open_clip.list_models()

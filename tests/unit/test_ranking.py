@@ -13,12 +13,9 @@ from recommender.ranking import (
     Candidate,
     MergeStrategy,
     Ranked,
-    allocate_candidates,
-    interleave_by_importance,
     merge_candidates,
     mmr,
     negative_penalties,
-    penalise_negatives,
     proportional_mmr,
     rank,
 )
@@ -55,44 +52,6 @@ def cluster_candidates(rng, prefix: str, centre: np.ndarray, scores, interest: i
     return [candidate(f"{prefix}{i:02d}", s, near(centre, cosine, rng), interest) for i, s in enumerate(scores)]
 
 
-# ---------------------------------------------------------------- allocate_candidates
-
-
-def test_allocation_is_proportional_and_sums_to_total():
-    assert allocate_candidates([0.7, 0.3], 10) == [7, 3]
-    assert allocate_candidates([0.5, 0.3, 0.2], 20) == [10, 6, 4]
-    assert allocate_candidates([0.7, 0.3], 100) == [70, 30]
-
-
-def test_allocation_settles_fractions_by_largest_remainder():
-    assert allocate_candidates([0.45, 0.35, 0.2], 10) == [5, 3, 2]  # quotas 4.5 / 3.5 / 2.0
-    assert allocate_candidates([1, 1, 1], 10) == [4, 3, 3]  # equal remainders go to the earlier interest
-    assert sum(allocate_candidates([0.61, 0.27, 0.12], 17)) == 17
-
-
-def test_allocation_gives_every_interest_its_minimum_without_skewing_the_rest():
-    # 0.02 of 10 is 0.2 -> pinned to 2; the other 8 split 0.6 : 0.38 as 5 : 3.
-    assert allocate_candidates([0.6, 0.38, 0.02], 10, minimum=2) == [5, 3, 2]
-    assert allocate_candidates([0.98, 0.01, 0.01], 10) == [8, 1, 1]
-
-
-def test_allocation_grows_total_to_fit_the_minimums():
-    assert allocate_candidates([0.5, 0.3, 0.2], 2, minimum=1) == [1, 1, 1]
-    assert allocate_candidates([0.5, 0.5], 0, minimum=0) == [0, 0]
-    assert allocate_candidates([], 10) == []
-
-
-def test_allocation_with_zero_importances_shares_equally():
-    assert allocate_candidates([0.0, 0.0], 6) == [3, 3]
-
-
-def test_allocation_rejects_bad_input():
-    with pytest.raises(ValueError, match="importances"):
-        allocate_candidates([0.5, -0.1], 10)
-    with pytest.raises(ValueError, match="total"):
-        allocate_candidates([1.0], -1)
-
-
 # ---------------------------------------------------------------- merge_candidates
 
 
@@ -125,11 +84,10 @@ def test_an_item_near_a_disliked_centroid_falls_below_all_others():
     disliked = unit(rng.standard_normal(DIM))
     copy = candidate("copy_of_disliked", 0.95, near(disliked, 0.98, rng))
     others = [candidate(f"o{i}", s, near(disliked, 0.2, rng)) for i, s in enumerate([0.7, 0.6, 0.5, 0.4, 0.35])]
-    result = penalise_negatives([copy] + others, [negative(disliked)])
-    assert result[-1].item_id == "copy_of_disliked"
-    assert result[-1].score < min(c.score for c in others) - 0.1
-    # Below the margin nothing changes, to the bit.
-    assert [(c.item_id, c.score) for c in result[:-1]] == [(c.item_id, c.score) for c in others]
+    penalties = negative_penalties(np.stack([c.vector for c in [copy] + others]), [negative(disliked)])
+    assert copy.score - penalties[0] < min(c.score for c in others) - 0.1
+    # Below the margin nothing changes.
+    assert penalties[1:].tolist() == [0.0] * len(others)
 
 
 def test_penalty_formula_at_the_centroid_and_below_the_margin():
@@ -162,7 +120,8 @@ def test_more_negatives_do_not_dilute_an_existing_one():
 
 def test_no_negatives_leaves_candidates_as_they_are():
     cands = [candidate("b", 0.4), candidate("a", 0.9)]
-    assert [(c.item_id, c.score) for c in penalise_negatives(cands, [])] == [("a", 0.9), ("b", 0.4)]
+    assert negative_penalties(np.stack([c.vector for c in cands]), []).tolist() == [0.0, 0.0]
+    assert [(r.item_id, r.score) for r in rank([cands], [1.0], [], k=2, diversity=0.0)] == [("a", 0.9), ("b", 0.4)]
 
 
 # ---------------------------------------------------------------- mmr
@@ -265,7 +224,7 @@ def test_an_item_retrieved_by_two_interests_appears_once():
     shared = unit(np.arange(1.0, DIM + 1))
     first = [candidate("shared", 0.9, shared, 0), candidate("a", 0.5, interest=0)]
     second = [candidate("shared", 0.8, shared, 1), candidate("b", 0.7, interest=1)]
-    merged = interleave_by_importance([first, second], [0.5, 0.5])
+    merged = proportional_mmr([first, second], [0.5, 0.5], k=10, diversity=0.0)
     assert sorted(ids(merged)) == ["a", "b", "shared"]
     assert merged[0].item_id == "shared" and merged[0].interest_index == 0
 
