@@ -7,12 +7,12 @@ qdrant-client's embedded mode; only the client differs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from recommender.collection_settings import CollectionLayout
 from recommender.errors import InvalidArgument, ModelMismatch
 from recommender.filters import PAYLOAD_KEY, Filter, HasId, to_qdrant
 from recommender.ids import point_id
@@ -38,18 +38,6 @@ _PAYLOAD_SCHEMAS = {
     "text": models.PayloadSchemaType.TEXT,
     "uuid": models.PayloadSchemaType.UUID,
 }
-
-
-@dataclass(frozen=True)
-class CollectionLayout:
-    """Sharding and replication of new collections on a Qdrant cluster."""
-
-    shard_number: int | None = None
-    replication_factor: int | None = None
-
-    def create_arguments(self) -> dict:
-        return {name: value for name, value in (("shard_number", self.shard_number),
-                                                 ("replication_factor", self.replication_factor)) if value}
 
 
 class Catalog:

@@ -10,7 +10,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from qdrant_client import QdrantClient
 
-from recommender.catalog import Catalog, CollectionLayout
+from recommender.catalog import Catalog
+from recommender.collection_settings import CollectionLayout
 from recommender.errors import InvalidArgument, LookalikeError, NotFound
 from recommender.events import EventStore
 from recommender.filters import Filter

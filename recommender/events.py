@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from qdrant_client import QdrantClient, models
 
-from recommender.catalog import CollectionLayout
+from recommender.collection_settings import CollectionLayout
 from recommender.store_errors import translated
 from recommender.types import Event, EventType
 

@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable, TypeVar
 
 from qdrant_client import QdrantClient
 
-from recommender.catalog import CollectionLayout
+from recommender.collection_settings import CollectionLayout
 from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
 from service.config import Settings
