@@ -28,11 +28,9 @@ def translated(location: str) -> Iterator[None]:
 
 
 def _is_transport_error(error: Exception) -> bool:
-    # qdrant-client's gRPC transport raises grpc.RpcError; imported lazily so the
-    # domain layer does not depend on grpc for its own sake.
-    import grpc
-
-    if isinstance(error, grpc.RpcError):
-        code = error.code() if callable(getattr(error, "code", None)) else None
-        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None)
+    # qdrant-client's gRPC transport raises grpc.RpcError; recognised by its
+    # module and status name so the domain layer never imports grpc itself.
+    if type(error).__module__.split(".")[0] == "grpc" and callable(getattr(error, "code", None)):
+        code = error.code()
+        return code is None or getattr(code, "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     return isinstance(error, (ConnectionError, TimeoutError))

@@ -16,8 +16,8 @@ from recommender.filters import Filter
 from recommender.types import (
     Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UpsertOutcome, UserProfile,
 )
-from service.convert import EventBatch, ImageQuery, ItemQuery, SearchSpec, TextQuery, VectorQuery
-from service.indexing import RawItem, embed_items
+from service.indexing import embed_items
+from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
 from service.runtime import Runtime
 
 MAX_EMBED_INPUTS = 1024

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,7 +28,7 @@ from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
     types_pb2 as types_pb,
 )
-from service.indexing import RawItem
+from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, SearchSpec, TextQuery, VectorQuery
 
 DEFAULT_LIMIT = 10
 DEFAULT_DIVERSITY = 0.2
@@ -44,39 +43,6 @@ _TARGETS = {
 
 
 # -- queries -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TextQuery:
-    text: str
-
-
-@dataclass(frozen=True)
-class ImageQuery:
-    image: bytes
-
-
-@dataclass(frozen=True)
-class ItemQuery:
-    item_id: str
-
-
-@dataclass(frozen=True)
-class VectorQuery:
-    values: np.ndarray
-
-
-Query = TextQuery | ImageQuery | ItemQuery | VectorQuery
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    query: Query
-    target: SearchTarget
-    filter: f.Filter | None
-    params: SearchParams
-    user_id: str | None = None  # whose seen items to leave out (SimilarItems)
-    exclude_seen: bool = True
-
 
 def search_from_proto(request: search_pb.SearchRequest) -> SearchSpec:
     kind = request.WhichOneof("query")
@@ -347,16 +313,6 @@ _STRATEGIES = {
 }
 _STRATEGY_ENUMS = {strategy: value for value, strategy in _STRATEGIES.items()
                    if value != recommendation_pb.RECOMMEND_STRATEGY_UNSPECIFIED}
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """Events that converted, their idempotency keys, and the ones that did not (by request index)."""
-
-    events: list[Event]
-    event_ids: list[str | None]
-    positions: list[int]
-    errors: list[tuple[int, str]]
 
 
 def events_from_proto(request: recommendation_pb.RecordEventsRequest, now: datetime) -> EventBatch:

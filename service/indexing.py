@@ -5,7 +5,6 @@ Runs on the inference executor: it decodes images and calls the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -13,19 +12,7 @@ import numpy as np
 from recommender.errors import InvalidArgument
 from recommender.types import ItemError, ItemInput
 from service.embedding.embedder import ClipEmbedder
-
-
-@dataclass(frozen=True)
-class RawItem:
-    """An item off the wire: `index` is its position in the whole upsert stream."""
-
-    index: int
-    item_id: str
-    image: bytes = b""
-    text: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    image_vector: Sequence[float] | None = None
-    text_vector: Sequence[float] | None = None
+from service.requests import RawItem
 
 
 def embed_items(items: Sequence[RawItem], embedder: ClipEmbedder) -> tuple[list[tuple[int, ItemInput]], list[ItemError]]:
