@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
     commands = parser.add_subparsers(dest="command")
 
-    serve = commands.add_parser("serve", help="run the gRPC server",
+    serve = commands.add_parser("serve", help="run the gRPC server", allow_abbrev=False,
                                 description="Run the gRPC server. Every flag can also be set with LOOKALIKE_<NAME>.")
     _server_flags(serve)
     serve.set_defaults(run=_serve)
@@ -94,11 +94,31 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--max-batch", type=int)
     parser.add_argument("--qdrant-url", help="Qdrant server or cluster; unset = embedded storage in --data-dir")
-    parser.add_argument("--qdrant-api-key")
+    # Secrets are files or LOOKALIKE_* variables, never values on the command line (the process list shows those).
+    parser.add_argument("--qdrant-api-key-file", type=Path, help="file holding the Qdrant API key")
+    parser.add_argument("--qdrant-api-key", nargs="?", action=_SecretOnCommandLine, help=argparse.SUPPRESS)
     parser.add_argument("--collection")
     parser.add_argument("--max-message-mb", type=int)
     parser.add_argument("--torch-threads", type=int)
     parser.add_argument("--log-level")
+    parser.add_argument("--log-format", choices=("text", "json"))
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (unset = off)")
+    parser.add_argument("--auth-tokens-file", type=Path,
+                        help="bearer tokens, one '<read|write>:<token>' a line (or LOOKALIKE_AUTH_TOKENS)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="serve a non-loopback address without authentication")
+    parser.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="PEM certificate chain (TLS)")
+    parser.add_argument("--tls-key", dest="tls_key_file", type=Path, help="PEM private key (TLS)")
+    parser.add_argument("--tls-client-ca", dest="tls_client_ca_file", type=Path,
+                        help="PEM CA bundle: require client certificates it signed (mTLS)")
+
+
+class _SecretOnCommandLine(argparse.Action):
+    """The retired --qdrant-api-key: refused without echoing the value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not accepted: a key on the command line shows in the process list. "
+                     "Set LOOKALIKE_QDRANT_API_KEY or pass --qdrant-api-key-file FILE")
 
 
 def settings_from(args: argparse.Namespace):
@@ -106,7 +126,8 @@ def settings_from(args: argparse.Namespace):
     from service.config import Settings
 
     names = ("host", "port", "data_dir", "model", "pretrained", "device", "precision", "max_batch", "qdrant_url",
-             "qdrant_api_key", "collection", "max_message_mb", "torch_threads", "log_level")
+             "qdrant_api_key_file", "collection", "max_message_mb", "torch_threads", "log_level", "log_format",
+             "metrics_port", "auth_tokens_file", "insecure", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
     return Settings(**{name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
 
 

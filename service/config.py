@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PayloadIndexType = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
@@ -28,6 +28,21 @@ class Settings(BaseSettings):
     max_message_mb: int = Field(64, ge=1, le=1024)
     grace_seconds: float = Field(10.0, ge=0)
 
+    # Security (service/security.py). Tokens are "<scope>:<token>" with scope read|write:
+    # one per line in the file, comma- or newline-separated in the variable. Never flags,
+    # so they stay out of the process list.
+    auth_tokens: str | None = Field(None, repr=False)
+    auth_tokens_file: Path | None = None
+    # Serve a non-loopback address without auth; refused otherwise.
+    insecure: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set = clients must present a certificate it signed (mTLS)
+
+    # Observability (service/observability.py): Prometheus /metrics on this port; unset = off.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "text"
+
     # Model
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"
@@ -42,7 +57,8 @@ class Settings(BaseSettings):
     # Catalog
     data_dir: Path = Field(default_factory=default_data_dir)
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
+    qdrant_api_key: str | None = Field(None, repr=False)  # from the environment or qdrant_api_key_file only
+    qdrant_api_key_file: Path | None = None
     qdrant_prefer_grpc: bool = True
     qdrant_timeout_s: int = Field(10, ge=1)
     collection: str = "items"
@@ -58,11 +74,37 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("qdrant_url", "qdrant_api_key")
+    @field_validator("qdrant_url", "qdrant_api_key", "auth_tokens")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file",
+                     "qdrant_api_key_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value):
+        return value or None
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> "Settings":
+        if self.qdrant_api_key_file is not None:
+            if self.qdrant_api_key:
+                raise ValueError("set LOOKALIKE_QDRANT_API_KEY or LOOKALIKE_QDRANT_API_KEY_FILE, not both")
+            self.qdrant_api_key = read_secret(self.qdrant_api_key_file, "qdrant_api_key_file") or None
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file too")
+        return self
+
     @property
     def qdrant_path(self) -> Path:
         return self.data_dir / "qdrant"
+
+
+def read_secret(path: Path, setting: str) -> str:
+    """A secret file's content without surrounding whitespace; a clear error if unreadable."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ValueError(f"{setting}: cannot read {path}: {error.strerror or error}") from None

@@ -23,7 +23,9 @@ from service.api.lookalike.v1 import (
 )
 from service.app import Lookalike
 from service.config import Settings
+from service.handlers import UndecodableRequests
 from service.runtime import Dependencies, Runtime
+from service.security import AuthInterceptor, check_exposure, load_tokens, server_credentials
 from service.servicers import CatalogServicer, EmbeddingServicer, RecommendationServicer, SearchServicer
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,21 @@ class LookalikeServer:
 
 def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[LookalikeServer, int]:
     """Build (not start) the server; port 0 in settings binds a free port, returned here."""
+    tokens = load_tokens(settings)
+    check_exposure(settings, tokens)
+    credentials = server_credentials(settings)
     deps = deps or Dependencies.from_settings(settings)
     max_bytes = settings.max_message_mb * 1024 * 1024
-    grpc_server = grpc.aio.server(options=[
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
+    interceptors.append(UndecodableRequests())
+    grpc_server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", max_bytes),
         ("grpc.max_send_message_length", max_bytes),
+        # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+        # start "fine" and silently take a share of the connections.
+        ("grpc.so_reuseport", 0),
     ])
     runtime = Runtime(settings, deps)
     app = Lookalike(runtime)
@@ -118,9 +130,18 @@ def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         grpc_server)
-    port = grpc_server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = (grpc_server.add_secure_port(address, credentials) if credentials is not None
+                else grpc_server.add_insecure_port(address))
+    except RuntimeError as error:  # grpc's "Failed to bind"
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's "
+                      f"({error})") from None
     if port == 0:
-        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's")
+    log.info("transport: %s; auth: %s", "mTLS" if settings.tls_client_ca_file else "TLS" if credentials else "plaintext",
+             f"{len(tokens)} bearer token(s)" if tokens else
+             "OFF (--insecure)" if settings.insecure else "OFF (loopback only)")
     return LookalikeServer(grpc_server, runtime, health_servicer, settings), port
 
 
