@@ -29,8 +29,8 @@ def test_text_longer_than_the_context_is_truncated_not_rejected(client):
 
 def test_embed_matches_the_embedder_called_directly(client, tiny_embedder):
     reply = client.embed(texts=["green star"], images=[png("green")])
-    np.testing.assert_allclose(reply.text_vectors[0], tiny_embedder.embed_texts(["green star"])[0], atol=1e-6)
-    np.testing.assert_allclose(reply.image_vectors[0], tiny_embedder.embed_images([png("green")])[0], atol=1e-6)
+    np.testing.assert_allclose(reply.text_vectors[0], tiny_embedder.embed_texts(["green star"])[0], atol=1e-5)
+    np.testing.assert_allclose(reply.image_vectors[0], tiny_embedder.embed_images([png("green")])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("texts, images, field", [
@@ -52,7 +52,7 @@ def test_embed_stream_answers_every_input_in_order(client, tiny_embedder):
     replies = list(client.embed_stream(inputs))
 
     assert [key for key, _ in replies] == ["t1", "i1", "t2"]
-    np.testing.assert_allclose(replies[1][1], tiny_embedder.embed_images([png("red")])[0], atol=1e-6)
+    np.testing.assert_allclose(replies[1][1], tiny_embedder.embed_images([png("red")])[0], atol=1e-5)
 
 
 def test_embed_stream_rejects_a_bad_image_and_the_server_stays_up(client):

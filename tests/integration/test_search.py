@@ -45,11 +45,21 @@ def catalog(client):
 
 
 class Ranking(list):
-    """Expected ids best first; equality tolerates reordering among near-ties."""
+    """Expected ids best first; equality tolerates reordering among near-ties.
+
+    Equal scores may come back in any order (it differs between CPUs and
+    thread counts), so a list of ids equals a Ranking when every id is a known
+    one and the scores, read in the order given, match the expected scores.
+    """
 
     def __init__(self, scored: list[tuple[float, str]]) -> None:
         super().__init__(item_id for _, item_id in scored)
         self.scores = {item_id: score for score, item_id in scored}
+
+    @classmethod
+    def of(cls, hits) -> Ranking:
+        """The ranking a result list stands for, each hit with the score it came with."""
+        return cls([(hit.score, hit.id) for hit in hits])
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -60,7 +70,9 @@ class Ranking(list):
         return list.__getitem__(self, index)
 
     def __eq__(self, other) -> bool:
-        if len(other) != len(self) or any(item_id not in self.scores for item_id in other):
+        if len(other) != len(self) or len(set(other)) != len(other):
+            return False
+        if any(item_id not in self.scores for item_id in other):
             return False
         got = [self.scores[item_id] for item_id in other]
         expected = [self.scores[item_id] for item_id in self]
@@ -119,14 +131,17 @@ def test_both_targets_fuse_image_and_text_rankings(client, catalog, tiny_embedde
     hits = client.search(text="a green square", target="both", limit=24)
     assert len(hits) == 24 and len(set(ids(hits))) == 24
     query = tiny_embedder.embed_texts(["a green square"])[0]
-    top_image, top_text = brute_force(catalog, query, "image")[0], brute_force(catalog, query, "text")[0]
-    assert {top_image, top_text} & set(ids(hits[:2]))
+    image, text = brute_force(catalog, query, "image"), brute_force(catalog, query, "text")
+    # Whichever items tie for first place in either list.
+    leaders = {item_id for ranking in (image, text) for item_id, score in ranking.scores.items()
+               if score >= ranking.scores[ranking[0]] - 1e-5}
+    assert leaders & set(ids(hits[:2]))
 
 
 def test_pages_concatenate_to_the_full_ranking(client, catalog):
-    full = ids(client.search(text="a yellow circle", limit=24))
+    full = client.search(text="a yellow circle", limit=24)
     pages = [ids(client.search(text="a yellow circle", limit=5, offset=offset)) for offset in range(0, 24, 5)]
-    assert [hit for page in pages for hit in page] == full
+    assert [hit for page in pages for hit in page] == Ranking.of(full)
     assert client.search(text="a yellow circle", limit=5, offset=30) == []
 
 
@@ -136,7 +151,8 @@ def test_score_threshold_drops_weaker_hits(client, catalog):
     gap = max(range(3, 20), key=lambda i: hits[i].score - hits[i + 1].score)
     cut = (hits[gap].score + hits[gap + 1].score) / 2
     kept = client.search(text="a purple square", limit=24, score_threshold=cut)
-    assert ids(kept) == ids(hits[:gap + 1])
+    # Two catalog images can tie (0.21478 here): their order is not part of the contract.
+    assert ids(kept) == Ranking.of(hits[:gap + 1])
 
 
 def ts(day: int) -> Timestamp:
