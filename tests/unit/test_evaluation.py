@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
@@ -12,32 +13,23 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from recommender.evaluation import (
+from recommender.evaluation.bootstrap import paired_ratio_interval
+from recommender.evaluation.metrics import (
     EvaluationResult,
-    SimulatedUser,
-    SimulationConfig,
     StrategyResult,
-    Taste,
     catalog_coverage,
-    check_targets,
     evaluate,
-    format_markdown,
-    format_table,
-    format_targets,
     hit_rate_at_k,
     intra_list_diversity,
     ndcg_at_k,
-    paired_ratio_interval,
     recall_at_k,
-    simulate_users,
-    split_user,
-    taste_agreement,
-    taste_oracle,
     taste_share,
     tastes_covered,
-    temporal_split,
-    to_json,
 )
+from recommender.evaluation.oracle import taste_oracle
+from recommender.evaluation.report import check_targets, format_markdown, format_table, format_targets, to_json
+from recommender.evaluation.simulate import SimulatedUser, SimulationConfig, Taste, simulate_users, taste_agreement
+from recommender.evaluation.split import split_user, temporal_split
 from recommender.types import Event, EventType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +164,39 @@ def test_items_touched_before_the_split_are_not_test_items():
     split = split_user(user, START + timedelta(days=10))
     assert split.test_item_ids == {"c"}
     assert [e.item_id for e in split.train_events] == ["a", "b"]
+
+
+def test_history_keeps_every_users_events_before_the_split_scored_or_not(users):
+    split = temporal_split(users, test_fraction=0.2)
+    before = sorted((e for user in users for e in user.events if e.timestamp < split.split_time), key=_order)
+    assert sorted(split.history_events, key=_order) == before
+    scored = {user.user_id for user in split.users}
+    unscored = {e.user_id for e in split.history_events} - scored
+    # Users without test items (or without positive history) are not scored, yet they shopped:
+    # popularity and any other shared signal must learn from their events.
+    assert unscored, "the fixture should include users who are not scored"
+    assert set(split.train_events) < set(split.history_events)
+
+
+def test_a_user_with_no_test_items_still_contributes_history():
+    shopper = SimulatedUser("only-before", (Taste.of(color="red"),), (1.0,), (), (
+        Event("only-before", "a", EventType.PURCHASE, START + timedelta(days=1)),
+        Event("only-before", "b", EventType.VIEW, START + timedelta(days=2)),
+    ))
+    scored = SimulatedUser("scored", (Taste.of(color="red"),), (1.0,), (), (
+        Event("scored", "a", EventType.VIEW, START + timedelta(days=1)),
+        Event("scored", "c", EventType.CLICK, START + timedelta(days=3)),
+        Event("scored", "d", EventType.PURCHASE, START + timedelta(days=9)),
+    ))
+    split = temporal_split([shopper, scored], test_fraction=0.2)  # 5 positives: the split is at the 5th
+    assert split.split_time == START + timedelta(days=9)
+    assert [user.user_id for user in split.users] == ["scored"]
+    assert {(e.user_id, e.item_id) for e in split.history_events} == {
+        ("only-before", "a"), ("only-before", "b"), ("scored", "a"), ("scored", "c")}
+
+
+def _order(event: Event) -> tuple:
+    return (event.user_id, event.timestamp, event.item_id, event.event_type.value)
 
 
 def test_bad_test_fraction_is_refused(users):
@@ -325,9 +350,36 @@ def test_json_record_is_serialisable():
     assert json.loads(json.dumps(record))["strategies"]["popular"]["metrics"]["hit_rate@10"] == 0.1
 
 
-def test_the_module_stays_pure():
-    probe = ("import sys, recommender.evaluation; "
-             "print(sorted(m for m in ('torch', 'grpc', 'qdrant_client', 'open_clip') if m in sys.modules))")
+def test_the_package_stays_pure():
+    probe = ("import sys, recommender.evaluation.metrics, recommender.evaluation.oracle, "
+             "recommender.evaluation.report, recommender.evaluation.simulate, recommender.evaluation.split; "
+             "print(sorted(m for m in ('torch', 'grpc', 'qdrant_client', 'open_clip', 'service') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_only_the_eval_command_imports_the_lab():
+    """The evaluation is lab tooling: the runtime (recommender/, service/) must not depend on it."""
+    lab = REPO_ROOT / "recommender" / "evaluation"
+    importers = set()
+    for root in ("recommender", "service"):
+        for path in (REPO_ROOT / root).rglob("*.py"):
+            if lab in path.parents:
+                continue
+            if any(name == "recommender.evaluation" or name.startswith("recommender.evaluation.")
+                   for name in _imported_modules(path)):
+                importers.add(path.relative_to(REPO_ROOT).as_posix())
+    assert importers == {"service/evaluate.py"}
