@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from PIL import Image, ImageChops, ImageDraw
 
@@ -141,12 +141,62 @@ def described_axes(text: str) -> frozenset[str]:
     return frozenset(axis for axis, vocabulary in _AXIS_WORDS.items() if words & vocabulary)
 
 
-def generate_catalog(count: int, seed: int = 0, split: str = "train") -> list[DemoItem]:
+def generate_catalog(count: int, seed: int = 0, split: str = "train",
+                     exclude_pairs: Collection[tuple[str, str]] = ()) -> list[DemoItem]:
+    """`count` items of `split`; `exclude_pairs` lists (colour, shape) pairs to leave out.
+
+    Excluded items are skipped, not redrawn, so every item keeps the id and
+    pixels it has in the unfiltered stream and the catalog still extends by prefix.
+    """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return [make_item(index, seed=seed, split=split) for index in range(count)]
+    excluded = validate_pairs(exclude_pairs)
+    if len(excluded) == len(COLORS) * len(SHAPES) and count:
+        raise ValueError("exclude_pairs leaves no colour x shape pair to draw")
+    items: list[DemoItem] = []
+    index = 0
+    while len(items) < count:
+        item = make_item(index, seed=seed, split=split)
+        if color_shape(item) not in excluded:
+            items.append(item)
+        index += 1
+    return items
+
+
+def color_shape(item: DemoItem) -> tuple[str, str]:
+    return str(item.attributes["color"]), str(item.attributes["shape"])
+
+
+def validate_pairs(pairs: Collection[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """Check (colour, shape) pairs against this world's vocabulary."""
+    checked = set()
+    for pair in pairs:
+        color, shape = pair
+        if color not in COLORS:
+            raise ValueError(f"unknown colour {color!r} in pair {tuple(pair)}; known: {', '.join(COLORS)}")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r} in pair {tuple(pair)}; known: {', '.join(SHAPES)}")
+        checked.add((color, shape))
+    return frozenset(checked)
+
+
+def parse_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """`"red/circle,blue/star"` -> (("red", "circle"), ("blue", "star")), checked against the vocabulary."""
+    pairs = []
+    for part in filter(None, (chunk.strip() for chunk in text.split(","))):
+        color, sep, shape = part.partition("/")
+        if not sep:
+            raise ValueError(f"expected colour/shape, got {part!r}")
+        pairs.append((color.strip(), shape.strip()))
+    validate_pairs(pairs)
+    return tuple(pairs)
+
+
+# A Latin diagonal: each colour and each shape is held out in exactly one pair, so the
+# model still sees every colour and every shape, just never in these combinations.
+COMPOSITIONAL_HOLDOUT: tuple[tuple[str, str], ...] = tuple(zip(COLORS, SHAPES))
 
 
 def make_item(index: int, seed: int = 0, split: str = "train") -> DemoItem:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import open_clip
 import pytest
 import torch
+from safetensors import safe_open
 
-from service.demo.synthetic import generate_catalog
+from service.demo.synthetic import color_shape, generate_catalog
 from service.demo.training import (
     CONFIG_FILENAME,
     MODEL_CONFIG_PATH,
@@ -17,8 +19,11 @@ from service.demo.training import (
     WEIGHTS_FILENAME,
     TrainConfig,
     _fits_another_image,
-    torch_threads,
+    build_parser,
+    config_from_args,
     evaluate_retrieval,
+    evaluate_retrieval_by_pairs,
+    torch_threads,
     train_demo,
 )
 
@@ -50,8 +55,9 @@ def test_tiny_run_lowers_the_loss_and_ships_what_it_evaluated(tmp_path):
     threads_before = torch.get_num_threads()
     rng_before = torch.random.get_rng_state()
     # One thread: exact losses on any machine, and no oversubscription when tests share the CPU.
+    held_out = color_shape(generate_catalog(1, split="test")[0])  # a pair the 32 test images surely include
     config = TrainConfig(items=160, epochs=3, batch_size=16, lr=3e-4, warmup_steps=2, eval_items=32, threads=1,
-                         output_dir=tmp_path / "model")
+                         output_dir=tmp_path / "model", holdout_pairs=(held_out,))
 
     report = train_demo(config, progress=False)
 
@@ -67,6 +73,45 @@ def test_tiny_run_lowers_the_loss_and_ships_what_it_evaluated(tmp_path):
     with torch_threads(config.threads):
         reloaded_metrics = evaluate_retrieval(model, preprocess, open_clip.get_tokenizer(name), items)
     assert reloaded_metrics == report.metrics
+    # The held-out pair never reached training, and is scored apart from the pairs that did.
+    assert report.holdout_metrics is not None and report.seen_metrics is not None
+    recorded = json.loads(_header(config.output_dir / WEIGHTS_FILENAME)["train_config"])
+    assert recorded["holdout_pairs"] == [list(held_out)]
+
+
+def _header(weights_path):
+    with safe_open(str(weights_path), "pt") as weights:
+        return weights.metadata()
+
+
+def test_the_default_recipe_is_the_one_that_made_the_shipped_weights():
+    """`lookalike train-demo --output service/demo/model` must reproduce the shipped file: its header records
+    the recipe it was trained with, and the CLI's defaults must equal it."""
+    recorded = json.loads(_header(SHIPPED_MODEL_DIR / WEIGHTS_FILENAME)["train_config"])
+    defaults = {name: value for name, value in asdict(TrainConfig()).items() if name != "output_dir"}
+    # Options added after the shipped run are absent from its header; they must default to "off".
+    added_since = {"holdout_pairs": ()}
+    assert set(defaults) == set(recorded) | set(added_since)
+    assert {name: defaults[name] for name in added_since} == added_since
+    assert {name: defaults[name] for name in recorded} == recorded
+    from_cli = config_from_args(build_parser().parse_args(["--output", str(SHIPPED_MODEL_DIR)]))
+    assert from_cli == TrainConfig(output_dir=SHIPPED_MODEL_DIR)
+
+
+def test_holdout_queries_compete_with_the_whole_gallery(shipped_model):
+    model, preprocess, tokenizer = shipped_model
+    items = generate_catalog(120, split="test")
+    held_out = color_shape(items[0])
+    with torch_threads(1):
+        results = evaluate_retrieval_by_pairs(model, preprocess, tokenizer, items, [held_out])
+        assert results["all"] == evaluate_retrieval(model, preprocess, tokenizer, items)
+    assert set(results) == {"all", "holdout", "seen"}
+    # A held-out image ranks every caption of the world, and a short query every image of the gallery.
+    assert results["holdout"]["i2t_chance_R@1"] == pytest.approx(1 / 384, abs=1e-4)
+    share = sum(color_shape(item) == held_out for item in items) / len(items)
+    assert results["holdout"]["t2i_short_chance_R@1"] == pytest.approx(share, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown colour"):
+        TrainConfig(holdout_pairs=(("mauve", "circle"),))
 
 
 def test_a_partial_text_is_ambiguous_only_when_another_image_in_the_batch_fits_it():

@@ -19,10 +19,13 @@ from service.demo.synthetic import (
     SIZES,
     STYLES,
     CAPTION_AXES,
+    COMPOSITIONAL_HOLDOUT,
     all_captions,
+    color_shape,
     describe,
     described_axes,
     generate_catalog,
+    parse_pairs,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +112,32 @@ def test_png_bytes_decode_to_the_rendered_pixels():
     decoded = Image.open(io.BytesIO(item.png_bytes(96)))
     assert decoded.size == (96, 96) and decoded.mode == "RGB"
     assert decoded.tobytes() == item.render(96).tobytes()
+
+
+def test_excluded_pairs_are_skipped_and_every_other_item_is_unchanged():
+    excluded = {("red", "circle"), ("blue", "star")}
+    full = generate_catalog(400, seed=2)
+    kept = generate_catalog(300, seed=2, exclude_pairs=excluded)
+    assert len(kept) == 300
+    assert not {color_shape(item) for item in kept} & excluded
+    # Skipped, not redrawn: the kept items are the unfiltered stream's, ids and pixels included.
+    assert _fingerprint(kept) == _fingerprint([item for item in full if color_shape(item) not in excluded][:300])
+
+
+def test_the_compositional_holdout_leaves_every_colour_and_shape_in_training():
+    colours, shapes = zip(*COMPOSITIONAL_HOLDOUT)
+    assert sorted(colours) == sorted(COLORS) and sorted(shapes) == sorted(SHAPES)
+
+
+def test_pairs_parse_and_unknown_words_are_refused():
+    assert parse_pairs("red/circle, blue/star") == (("red", "circle"), ("blue", "star"))
+    assert parse_pairs("") == ()
+    for text, message in (("red-circle", "colour/shape"), ("mauve/circle", "unknown colour"),
+                          ("red/blob", "unknown shape")):
+        with pytest.raises(ValueError, match=message):
+            parse_pairs(text)
+    with pytest.raises(ValueError, match="no colour x shape pair"):
+        generate_catalog(1, exclude_pairs=[(color, shape) for color in COLORS for shape in SHAPES])
 
 
 def test_invalid_requests_raise_value_error():
