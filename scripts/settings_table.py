@@ -44,8 +44,9 @@ def serve_flags() -> dict[str, str]:
     parser = _parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     serve = subcommands.choices["serve"]
+    # Hidden flags (help=SUPPRESS) are retired ones that only refuse, like --qdrant-api-key.
     return {action.dest: action.option_strings[0] for action in serve._actions
-            if action.option_strings and action.dest != "help"}
+            if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS}
 
 
 def default_of(name: str, field) -> str:
