@@ -6,7 +6,7 @@ runtime's executors.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 import numpy as np
 
@@ -14,13 +14,16 @@ from recommender.engine import check_params, now_utc
 from recommender.errors import InvalidArgument
 from recommender.filters import Filter
 from recommender.types import (
-    Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UpsertOutcome, UserProfile,
+    ItemError, Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UpsertOutcome, UserProfile,
 )
+from service.aio import both, in_order
 from service.indexing import embed_items
 from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
 from service.runtime import Runtime
 
 MAX_EMBED_INPUTS = 1024
+# Upsert messages embedding ahead of the one being written: enough to keep the model fed.
+UPSERT_MESSAGES_AHEAD = 2
 
 
 class Lookalike:
@@ -46,24 +49,48 @@ class Lookalike:
         for index, text in enumerate(texts):
             if not text.strip():
                 raise InvalidArgument(f"texts[{index}]", "text is empty")
-        text_vectors = await self._runtime.infer(embedder.embed_texts, list(texts))
-        image_vectors = await self._runtime.infer(embedder.embed_images, list(images))
-        return text_vectors, image_vectors
+        batcher = self._runtime.require_batcher()
+        return await both(batcher.embed_texts(list(texts)), batcher.embed_images(list(images)))
 
-    async def embed_one(self, query: TextQuery | ImageQuery, field: str) -> np.ndarray:
-        embedder, _ = self._runtime.require_ready()
+    async def embed_one(self, query: TextQuery | ImageQuery, field: str, *, bulk: bool = False) -> np.ndarray:
+        batcher = self._runtime.require_batcher()
         if isinstance(query, TextQuery):
             if not query.text.strip():
                 raise InvalidArgument(field, "text is empty")
-            return (await self._runtime.infer(embedder.embed_texts, [query.text]))[0]
-        return (await self._runtime.infer(embedder.embed_images, [query.image], field))[0]
+            return (await batcher.embed_texts([query.text], bulk=bulk))[0]
+        # A single image's error names the field itself, not field[0].
+        results = await batcher.embed_images_each([(query.image, field)], bulk=bulk)
+        if isinstance(results[0], InvalidArgument):
+            raise results[0]
+        return results[0]
 
-    async def upsert(self, raws: Sequence[RawItem]) -> UpsertOutcome:
-        embedder, engine = self._runtime.require_ready()
-        prepared, errors = await self._runtime.infer(embed_items, raws, embedder)
-        outcome = await self._runtime.query(engine.upsert_items, prepared)
-        outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
-        return outcome
+    async def embed_stream(self, inputs: AsyncIterator[tuple[str, TextQuery | ImageQuery]]
+                           ) -> AsyncIterator[tuple[str, np.ndarray]]:
+        """Vectors in input order, with up to a model batch of inputs in flight so a stream batches too."""
+        window = self._runtime.require_batcher().policy.max_batch
+        async for (key, _), vector in in_order(
+                inputs, lambda keyed: self.embed_one(keyed[1], f"input[{keyed[0]}]", bulk=True), window):
+            yield key, vector
+
+    async def upsert_stream(self, batches: AsyncIterator[tuple[list[RawItem], list[ItemError]]]) -> UpsertOutcome:
+        """Upsert a stream of messages: the next messages embed while the current one is written.
+
+        Writes happen in stream order, so an id sent twice ends with its later version.
+        """
+        _, engine = self._runtime.require_ready()
+        batcher = self._runtime.require_batcher()
+        total = UpsertOutcome()
+
+        async def embed(message: tuple[list[RawItem], list[ItemError]]):
+            raws, errors = message
+            prepared, embed_errors = await embed_items(raws, batcher)
+            return prepared, errors + embed_errors
+
+        async for _, (prepared, errors) in in_order(batches, embed, UPSERT_MESSAGES_AHEAD):
+            outcome = await self._runtime.query(engine.upsert_items, prepared)
+            total.upserted += outcome.upserted
+            total.errors.extend(sorted(errors + outcome.errors, key=lambda error: error.index))
+        return total
 
     async def get(self, item_ids: Sequence[str], with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         _, engine = self._runtime.require_ready()

@@ -27,6 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         import importlib
 
+        from service.threads import apply_wait_policy
+
+        # Before the command imports torch: OpenMP reads its wait policy once, at load (service/threads.py).
+        apply_wait_policy()
+
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
@@ -99,7 +104,12 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qdrant-api-key", nargs="?", action=_SecretOnCommandLine, help=argparse.SUPPRESS)
     parser.add_argument("--collection")
     parser.add_argument("--max-message-mb", type=int)
-    parser.add_argument("--torch-threads", type=int)
+    parser.add_argument("--torch-threads", type=int, help="intra-op threads for a model batch (default: usable CPUs)")
+    parser.add_argument("--max-batch-wait-ms", type=float,
+                        help="how long an idle model waits for a batch to fill (default 10)")
+    parser.add_argument("--omp-wait-policy", choices=("passive", "active", "default"),
+                        help="OpenMP workers sleep (passive, the default) or spin between ops; "
+                             "ignored when OMP_WAIT_POLICY is set")
     parser.add_argument("--log-level")
     parser.add_argument("--log-format", choices=("text", "json"))
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (unset = off)")
@@ -126,18 +136,19 @@ def settings_from(args: argparse.Namespace):
     from service.config import Settings
 
     names = ("host", "port", "data_dir", "model", "pretrained", "device", "precision", "max_batch", "qdrant_url",
-             "qdrant_api_key_file", "collection", "max_message_mb", "torch_threads", "log_level", "log_format",
-             "metrics_port", "auth_tokens_file", "insecure", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+             "qdrant_api_key_file", "collection", "max_message_mb", "torch_threads", "max_batch_wait_ms",
+             "omp_wait_policy", "log_level", "log_format", "metrics_port", "auth_tokens_file", "insecure",
+             "tls_cert_file", "tls_key_file", "tls_client_ca_file")
     return Settings(**{name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     _configure_logging(settings.log_level)
-    if settings.torch_threads:
-        import torch
+    from service.threads import apply_wait_policy, configure_torch
 
-        torch.set_num_threads(settings.torch_threads)
+    apply_wait_policy(settings.omp_wait_policy)  # a --omp-wait-policy flag; torch is not loaded yet
+    configure_torch(settings.torch_threads, settings.torch_interop_threads)
     from service.server import serve
 
     return asyncio.run(serve(settings))

@@ -50,7 +50,6 @@ class Settings(BaseSettings):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     max_batch: int = Field(32, ge=1, le=1024)
     seed: int = 0  # only used for random-init weights (--pretrained none)
-    torch_threads: int | None = Field(None, ge=1)
     # Decoded images larger than this many pixels are rejected (decompression bombs).
     max_image_pixels: int = Field(40_000_000, ge=1)
 
@@ -70,7 +69,28 @@ class Settings(BaseSettings):
 
     # Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED.
     max_inflight: int = Field(64, ge=1)
-    inference_workers: int = Field(1, ge=1)
+
+    # Cross-request batching (service/embedding/batching.py): inputs of concurrent calls
+    # are merged into model batches of up to max_batch; an idle model waits at most
+    # max_batch_wait_ms after the oldest input for a batch to fill. Calls that would
+    # queue more than max_queued_inputs inputs get RESOURCE_EXHAUSTED (bulk streams wait).
+    max_batch_wait_ms: float = Field(10.0, ge=0, le=10_000)
+    max_queued_inputs: int = Field(1024, ge=1)
+    # Threads that decode, resize and tokenise while the model runs the previous batch.
+    preprocess_workers: int = Field(2, ge=1, le=64)
+
+    # CPU threads (service/threads.py; docs/operations.md "Threads"). The model runs one
+    # batch at a time on one inference thread; torch_threads is that batch's intra-op
+    # parallelism (unset: the CPUs this process may run on), torch_interop_threads the
+    # pool torch keeps for parallel graph branches, which CLIP's forward never uses.
+    # omp_wait_policy: how OpenMP workers wait between ops. "passive" sleeps at once;
+    # libgomp's default spins, which burns the cores other processes (and our own
+    # decode threads) need and made throughput collapse 3-10x on shared cores.
+    # It is applied only when OMP_WAIT_POLICY is not already set in the environment,
+    # and only before torch is imported (the CLI entry does it first thing).
+    torch_threads: int | None = Field(None, ge=1)
+    torch_interop_threads: int = Field(1, ge=1)
+    omp_wait_policy: Literal["passive", "active", "default"] = "passive"
 
     log_level: str = "INFO"
 

@@ -1,38 +1,41 @@
 """Items as received (bytes and words) to items with vectors, one failure at a time.
 
-Runs on the inference executor: it decodes images and calls the model.
+Decoding and the model run through the batch scheduler, so the items of one
+upsert share model batches with every other concurrent call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from recommender.errors import InvalidArgument
 from recommender.types import ItemError, ItemInput
-from service.embedding.embedder import ClipEmbedder
+from service.aio import both
+from service.embedding.batching import BatchScheduler
 from service.requests import RawItem
 
 
-def embed_items(items: Sequence[RawItem], embedder: ClipEmbedder) -> tuple[list[tuple[int, ItemInput]], list[ItemError]]:
-    """Embed what needs embedding, in one batch per modality; a bad image fails only its item."""
-    errors: list[ItemError] = []
-    images_to_embed: list[tuple[RawItem, Any]] = []
-    for item in items:
-        if item.image and item.image_vector is None:
-            try:
-                images_to_embed.append((item, embedder.decode_image(item.image, f"items[{item.index}].image")))
-            except InvalidArgument as error:
-                errors.append(ItemError(item.index, item.item_id, str(error)))
+async def embed_items(items: Sequence[RawItem],
+                      batcher: BatchScheduler) -> tuple[list[tuple[int, ItemInput]], list[ItemError]]:
+    """Embed what needs embedding through the batch scheduler; a bad image fails only its item.
+
+    Images and texts go to their towers together; the text of an item whose image
+    fails is dropped with it (the item is reported, not half-written).
+    """
+    image_items = [item for item in items if item.image and item.image_vector is None]
+    text_items = [item for item in items if item.text and item.text_vector is None]
+    image_results, text_vectors = await both(
+        batcher.embed_images_each([(item.image, f"items[{item.index}].image") for item in image_items]),
+        batcher.embed_texts([item.text for item in text_items], bulk=True))
+
+    errors = [ItemError(item.index, item.item_id, str(result))
+              for item, result in zip(image_items, image_results) if isinstance(result, InvalidArgument)]
     failed = {error.index for error in errors}
-    texts_to_embed = [item for item in items
-                      if item.index not in failed and item.text and item.text_vector is None]
-
-    image_vectors = _by_index([item for item, _ in images_to_embed],
-                              embedder.embed_pil([image for _, image in images_to_embed]))
-    text_vectors = _by_index(texts_to_embed, embedder.embed_texts([item.text for item in texts_to_embed]))
-
+    image_vectors = {item.index: result for item, result in zip(image_items, image_results)
+                     if not isinstance(result, InvalidArgument)}
+    text_by_index = _by_index(text_items, text_vectors)
     prepared = []
     for item in items:
         if item.index in failed:
@@ -40,7 +43,7 @@ def embed_items(items: Sequence[RawItem], embedder: ClipEmbedder) -> tuple[list[
         prepared.append((item.index, ItemInput(
             item_id=item.item_id, payload=item.payload, text=item.text,
             image_vector=_given(item.image_vector, image_vectors.get(item.index)),
-            text_vector=_given(item.text_vector, text_vectors.get(item.index)),
+            text_vector=_given(item.text_vector, text_by_index.get(item.index)),
         )))
     return prepared, errors
 

@@ -1,8 +1,9 @@
 """What a running server holds: the model, the catalog, the executors, its readiness.
 
-Blocking work never runs on the event loop: inference goes to a small
-executor (the model uses every core already), catalog calls to another
-(one thread for embedded Qdrant, which is not thread-safe).
+Blocking work never runs on the event loop: the model runs on one inference
+thread, fed by the batch scheduler (service/embedding/batching.py) whose
+preprocess pool decodes the next batch meanwhile; catalog calls go to their own
+executor (one thread for embedded Qdrant, which is not thread-safe).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
 from service.config import Settings
 from service.embedding import ClipEmbedder, ModelSpec, load_embedder
+from service.embedding.batching import BatchPolicy, BatchScheduler
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,15 @@ class Runtime:
     def __init__(self, settings: Settings, deps: Dependencies) -> None:
         self._settings = settings
         self._deps = deps
-        self._inference_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        # One thread: a batch already uses every core torch is given; two would split them.
+        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
         threads = 1 if deps.qdrant_location == "embedded" else REMOTE_CATALOG_THREADS
         self._catalog_pool = ThreadPoolExecutor(threads, thread_name_prefix="catalog")
         self._inflight = 0
         self._client: QdrantClient | None = None
         self.embedder: ClipEmbedder | None = None
+        self.batcher: BatchScheduler | None = None
         self.engine: Engine | None = None
         self.startup_error: BaseException | None = None
 
@@ -86,8 +91,13 @@ class Runtime:
             self.startup_error = error
             log.error("model failed to load: %s", error)
             return
-        log.info("model %s loaded (dim %d, device %s)", self.embedder.identity, self.embedder.dim,
-                 self.embedder.device)
+        log.info("model %s loaded (dim %d, device %s; text tower: %s)", self.embedder.identity, self.embedder.dim,
+                 self.embedder.device, self.embedder.text_tower.reason)
+        self.batcher = BatchScheduler(
+            self.embedder,
+            BatchPolicy(max_batch=self._settings.max_batch, max_wait_s=self._settings.max_batch_wait_ms / 1000,
+                        max_queue=self._settings.max_queued_inputs),
+            model_executor=self._inference_pool, preprocess_executor=self._preprocess_pool)
         attempt = 0
         while True:
             try:
@@ -117,6 +127,11 @@ class Runtime:
             raise Unavailable("server is starting (loading the model or reaching the vector store); retry shortly")
         return self.embedder, self.engine
 
+    def require_batcher(self) -> BatchScheduler:
+        """The scheduler every model call goes through (raises Unavailable until ready)."""
+        self.require_ready()
+        return self.batcher
+
     @contextlib.asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
         """Refuse work beyond max_inflight rather than queue it without bound."""
@@ -128,9 +143,6 @@ class Runtime:
             yield
         finally:
             self._inflight -= 1
-
-    async def infer(self, function: Callable[..., T], *args) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._inference_pool, function, *args)
 
     async def query(self, function: Callable[..., T], *args) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._catalog_pool, function, *args)
@@ -145,7 +157,10 @@ class Runtime:
             return False
 
     async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
         self._inference_pool.shutdown(wait=True, cancel_futures=True)
+        self._preprocess_pool.shutdown(wait=True, cancel_futures=True)
         self._catalog_pool.shutdown(wait=True, cancel_futures=True)
         if self._client is not None:
             self._client.close()

@@ -11,7 +11,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from recommender.types import UpsertOutcome
 from service import convert
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
@@ -73,24 +72,24 @@ class EmbeddingServicer(_Servicer, embedding_grpc.EmbeddingServiceServicer):
 
     @streaming_rpc
     async def EmbedStream(self, request_iterator, context) -> AsyncIterator[embedding_pb.EmbedStreamResponse]:
-        async for request in request_iterator:
-            query = convert.embed_stream_input(request)
-            vector = await self._app.embed_one(query, f"input[{request.key}]")
-            yield convert.embed_stream_response(request.key, vector, self._app.model)
+        async def inputs():
+            async for request in request_iterator:
+                yield request.key, convert.embed_stream_input(request)
+
+        async for key, vector in self._app.embed_stream(inputs()):
+            yield convert.embed_stream_response(key, vector, self._app.model)
 
 
 class CatalogServicer(_Servicer, catalog_grpc.CatalogServiceServicer):
     @rpc
     async def UpsertItems(self, request_iterator, context) -> catalog_pb.UpsertItemsResponse:
-        total = UpsertOutcome()
-        next_index = 0
-        async for request in request_iterator:
-            raws, errors = convert.items_from_proto(request.items, next_index)
-            next_index += len(request.items)
-            outcome = await self._app.upsert(raws)
-            total.upserted += outcome.upserted
-            total.errors.extend(sorted(errors + outcome.errors, key=lambda error: error.index))
-        return convert.upsert_response(total)
+        async def messages():
+            next_index = 0
+            async for request in request_iterator:
+                yield convert.items_from_proto(request.items, next_index)
+                next_index += len(request.items)
+
+        return convert.upsert_response(await self._app.upsert_stream(messages()))
 
     @rpc
     async def GetItems(self, request: catalog_pb.GetItemsRequest, context) -> catalog_pb.GetItemsResponse:

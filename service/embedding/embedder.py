@@ -1,7 +1,10 @@
 """A loaded CLIP model: texts and images in, unit float32 vectors out.
 
 Preprocessing and tokenisation are the model's own (from open_clip), so the
-vectors are exactly what open_clip gives for the same inputs.
+vectors are exactly what open_clip gives for the same inputs. The work is split
+in two stages so a server can overlap them: `prepare_*` (decode, resize,
+tokenise; any thread) and `encode_*` (the model, on prepared inputs; the one
+inference thread).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from service.embedding.images import decode_image
+from service.embedding.text_tower import TextTower
+
+# Short texts of different lengths (so the probe batch is trimmed) to check trimming at load.
+_PROBE_TEXTS = ("a", "a photo of a red circle on a white background")
 
 
 class ClipEmbedder:
@@ -35,6 +42,7 @@ class ClipEmbedder:
         self._max_image_pixels = max_image_pixels
         self._input_dtype = next(model.parameters()).dtype
         self.identity = identity
+        self.text_tower = TextTower.for_model(model, probe_tokens=self._tokenizer(list(_PROBE_TEXTS)).to(device))
         self.dim = int(self.embed_texts([""]).shape[1])
 
     @property
@@ -45,35 +53,60 @@ class ClipEmbedder:
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    # -- whole lists, in the calling thread (in-process use, tests, benchmarks) --
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts longer than the model's context are truncated by its tokenizer."""
-        return self._in_batches(list(texts), self._encode_texts)
+        return self._in_batches(self.prepare_texts(texts), self.encode_texts)
 
     def embed_images(self, images: Sequence[bytes], field: str = "images") -> np.ndarray:
         """Decode every image first, so one bad image fails fast, before any inference."""
         decoded = [self.decode_image(data, f"{field}[{index}]") for index, data in enumerate(images)]
         return self.embed_pil(decoded)
 
+    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._in_batches([self.preprocess(image) for image in images], self.encode_images)
+
+    # -- stage 1: inputs to model inputs (thread-safe, no model call) -----------
+
     def decode_image(self, data: bytes, field: str) -> Image.Image:
         return decode_image(data, field, self._max_image_pixels)
 
-    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._in_batches(list(images), self._encode_images)
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._preprocess(image)
 
-    def _in_batches(self, inputs: list, encode: Callable[[list], torch.Tensor]) -> np.ndarray:
+    def prepare_image(self, data: bytes, field: str) -> torch.Tensor:
+        """Encoded bytes to the model's pixel tensor [3, H, W]; InvalidArgument names `field`."""
+        return self._preprocess(self.decode_image(data, field))
+
+    def prepare_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """One token row [context] per text (padded; the encoder trims batches)."""
+        if not texts:
+            return []
+        return list(self._tokenizer(list(texts)))
+
+    # -- stage 2: model inputs to unit vectors (the inference thread) ----------
+
+    def encode_images(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        batch = torch.stack(list(pixels)).to(self._device, dtype=self._input_dtype)
+        with torch.inference_mode():
+            return _unit(self._model.encode_image(batch))
+
+    def encode_texts(self, tokens: Sequence[torch.Tensor]) -> np.ndarray:
+        batch = torch.stack(list(tokens)).to(self._device)
+        with torch.inference_mode():
+            return _unit(self.text_tower.encode(batch))
+
+    def _in_batches(self, inputs: list, encode: Callable[[list], np.ndarray]) -> np.ndarray:
         if not inputs:
             return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(inputs), self._max_batch):
-                features = encode(inputs[start:start + self._max_batch])
-                chunks.append(F.normalize(features.float(), dim=-1).cpu().numpy())
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+        return np.concatenate([encode(inputs[start:start + self._max_batch])
+                               for start in range(0, len(inputs), self._max_batch)])
 
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        tokens = self._tokenizer(texts).to(self._device)
-        return self._model.encode_text(tokens)
 
-    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = torch.stack([self._preprocess(image) for image in images])
-        return self._model.encode_image(pixels.to(self._device, dtype=self._input_dtype))
+def _unit(features: torch.Tensor) -> np.ndarray:
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)

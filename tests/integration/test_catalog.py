@@ -119,3 +119,11 @@ def test_bad_catalog_requests_get_a_clear_status(client, call, code, needle):
     assert raised.value.code() is code
     assert needle in raised.value.details()
     assert [item.id for item in client.get(["survivor"]).items] == ["survivor"]
+
+
+def test_one_stream_that_sends_an_id_twice_ends_with_the_later_version(client):
+    items = [NewItem(id=f"item-{n}", text=f"text {n}", payload={"version": 1}) for n in range(6)]
+    items.append(NewItem(id="item-0", text="rewritten", payload={"version": 2}))
+    summary = client.upsert(items, batch_size=2)  # four messages, embedded ahead of their writes
+    assert summary.upserted == 7 and summary.failed == 0
+    assert client.get(["item-0"]).items[0].payload == {"version": 2}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -61,3 +63,58 @@ def test_embed_stream_rejects_a_bad_image_and_the_server_stays_up(client):
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "broken" in raised.value.details()
     assert client.embed(texts=["still here"]).text_vectors.shape[0] == 1
+
+
+def test_embed_stream_batches_a_bulk_stream_and_keeps_its_order(server, client, tiny_embedder):
+    inputs = [(f"k{n}", f"caption number {n}" if n % 3 else png((n * 20 % 255, 90, 160))) for n in range(24)]
+    batcher = server.server.runtime.batcher
+    batches_before = sum(batcher.stats.batches.values())
+
+    replies = list(client.embed_stream(inputs))
+
+    assert [key for key, _ in replies] == [key for key, _ in inputs]
+    for (key, value), (_, vector) in zip(inputs, replies):
+        want = (tiny_embedder.embed_texts([value]) if isinstance(value, str) else tiny_embedder.embed_images([value]))
+        np.testing.assert_allclose(vector, want[0], atol=1e-5)
+    assert sum(batcher.stats.batches.values()) - batches_before < len(inputs)
+
+
+def test_concurrent_calls_share_batches_and_each_gets_its_own_vectors(server, client, tiny_embedder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"query {n} about a {'red' if n % 2 else 'blue'} thing" for n in range(16)]
+    images = [png((n * 15, 255 - n * 15, 40)) for n in range(8)]
+    batcher = server.server.runtime.batcher
+    inputs_before, batches_before = batcher.stats.inputs["text"], batcher.stats.batches["text"]
+    with ThreadPoolExecutor(16) as pool:
+        text_replies = list(pool.map(lambda text: client.embed(texts=[text]).text_vectors[0], texts))
+        image_replies = list(pool.map(lambda image: client.embed(images=[image]).image_vectors[0], images))
+
+    np.testing.assert_allclose(np.vstack(text_replies), tiny_embedder.embed_texts(texts), atol=1e-5)
+    np.testing.assert_allclose(np.vstack(image_replies), tiny_embedder.embed_images(images), atol=1e-5)
+    assert batcher.stats.inputs["text"] - inputs_before == len(texts)
+
+
+def test_a_full_batch_queue_answers_resource_exhausted_and_recovers(tmp_path, tiny_embedder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.client import LookalikeClient
+    from tests.support import ServerThread, deps_with, settings_for
+
+    # A long batch wait keeps the first call's inputs queued while the second arrives.
+    settings = settings_for(tmp_path, max_queued_inputs=3, max_batch_wait_ms=3000)
+    with ServerThread(settings, deps_with(settings, tiny_embedder)) as server, \
+            LookalikeClient(server.target, timeout=30) as client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.embed, texts=["one", "two", "three"])
+        batcher = server.server.runtime.batcher
+        while batcher.queued("text") < 3:
+            assert not first.done(), first.result()
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as raised:
+            client.embed(texts=["one too many"])
+        assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit 3" in raised.value.details()
+
+        assert first.result().text_vectors.shape[0] == 3
+        assert client.embed(texts=["room again"]).text_vectors.shape[0] == 1
+        assert client.health() == "SERVING"

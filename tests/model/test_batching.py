@@ -1,0 +1,164 @@
+"""The batch scheduler with the real tiny model: same vectors as unbatched, order kept
+under concurrency, one bad input failing only its own call, bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from recommender.errors import InvalidArgument, Overloaded
+from service.embedding.batching import BatchPolicy, BatchScheduler
+from tests.conftest import png
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "gray", (10, 200, 30), (200, 20, 120)]
+
+
+@pytest.fixture
+def pools():
+    model, preprocess = ThreadPoolExecutor(1), ThreadPoolExecutor(2)
+    yield model, preprocess
+    model.shutdown()
+    preprocess.shutdown()
+
+
+def run(coroutine_factory, embedder, pools, **policy):
+    """Run `coroutine_factory(scheduler)` on a fresh loop with a fresh scheduler."""
+    async def main():
+        scheduler = BatchScheduler(embedder, BatchPolicy(**policy), *pools)
+        try:
+            return await coroutine_factory(scheduler), scheduler
+        finally:
+            await scheduler.close()
+    return asyncio.run(main())
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_concurrent_single_inputs_are_batched_and_equal_unbatched_vectors_in_order(tiny_embedder, pools):
+    texts = [f"a {color} {shape} number {n}" for n, (color, shape) in
+             enumerate(zip(map(str, COLORS), ["circle", "square"] * 5))] + ["x", "a much longer caption " * 9]
+    images = [png(color, size=(40 + 3 * n, 50), shape="circle" if n % 2 else "square")
+              for n, color in enumerate(COLORS)]
+
+    async def calls(scheduler):
+        text_calls = [scheduler.embed_texts([text]) for text in texts]
+        image_calls = [scheduler.embed_images([image]) for image in images]
+        return await asyncio.gather(*text_calls, *image_calls)
+
+    results, scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=0.05)
+    got_texts = np.vstack(results[:len(texts)])
+    got_images = np.vstack(results[len(texts):])
+    # The reference: each input alone, at batch 1, through the same model.
+    want_texts = np.vstack([tiny_embedder.embed_texts([text]) for text in texts])
+    want_images = np.vstack([tiny_embedder.embed_images([image]) for image in images])
+    assert cosines(got_texts, want_texts).min() >= 0.99999
+    assert cosines(got_images, want_images).min() >= 0.99999
+    assert scheduler.stats.mean_batch("text") > 1 and scheduler.stats.mean_batch("image") > 1
+    assert scheduler.stats.inputs == {"text": len(texts), "image": len(images)}
+    assert max(scheduler.stats.batches.values()) < len(texts)
+    assert scheduler.queued() == 0
+
+
+def test_multi_input_calls_keep_their_own_order_when_batches_mix_calls(tiny_embedder, pools):
+    groups = [[f"group {g} text {i}" for i in range(g + 1)] for g in range(7)]
+
+    async def calls(scheduler):
+        return await asyncio.gather(*(scheduler.embed_texts(group) for group in groups))
+
+    results, scheduler = run(calls, tiny_embedder, pools, max_batch=5, max_wait_s=0.05)
+    for group, got in zip(groups, results):
+        np.testing.assert_allclose(got, tiny_embedder.embed_texts(group), atol=1e-5)
+    assert scheduler.stats.batches["text"] < len(groups)
+
+
+def test_a_bad_image_fails_only_its_own_call(tiny_embedder, pools):
+    async def calls(scheduler):
+        return await asyncio.gather(
+            scheduler.embed_images([png("red")]),
+            scheduler.embed_images([png("blue"), b"not an image"], "images"),
+            scheduler.embed_images([png("green")]),
+            scheduler.embed_texts(["still fine"]),
+            return_exceptions=True)
+
+    (red, broken, green, text), scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=0.05)
+    assert isinstance(broken, InvalidArgument) and str(broken).startswith("images[1]")
+    np.testing.assert_allclose(red[0], tiny_embedder.embed_images([png("red")])[0], atol=1e-5)
+    np.testing.assert_allclose(green[0], tiny_embedder.embed_images([png("green")])[0], atol=1e-5)
+    assert text.shape == (1, tiny_embedder.dim)
+    assert scheduler.stats.inputs["image"] == 2  # the failed call's good image never reached the model
+    assert scheduler.queued() == 0
+
+
+def test_per_item_images_report_each_failure_and_embed_the_rest(tiny_embedder, pools):
+    async def call(scheduler):
+        return await scheduler.embed_images_each([(png("red"), "items[0].image"), (b"junk", "items[1].image"),
+                                                  (b"", "items[2].image"), (png("blue"), "items[3].image")])
+
+    results, scheduler = run(call, tiny_embedder, pools)
+    assert [type(result).__name__ for result in results] == ["ndarray", "InvalidArgument", "InvalidArgument",
+                                                             "ndarray"]
+    assert str(results[1]).startswith("items[1].image") and str(results[2]).startswith("items[2].image")
+    np.testing.assert_allclose(results[3], tiny_embedder.embed_images([png("blue")])[0], atol=1e-5)
+    assert scheduler.queued() == 0
+
+
+def test_a_full_queue_refuses_interactive_calls_and_holds_bulk_ones(tiny_embedder, pools):
+    async def calls(scheduler):
+        first = asyncio.create_task(scheduler.embed_texts(["one", "two", "three"]))
+        while scheduler.queued("text") < 3:  # queued, and held there by the long max_wait
+            await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await scheduler.embed_texts(["refused"])
+        bulk = asyncio.create_task(scheduler.embed_texts(["waits for room"], bulk=True))
+        await asyncio.sleep(0.05)
+        assert not bulk.done()
+        return await first, await bulk
+
+    (first, bulk), scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=2.0, max_queue=3)
+    assert first.shape == (3, tiny_embedder.dim) and bulk.shape == (1, tiny_embedder.dim)
+    assert scheduler.stats.rejected == 1
+    assert scheduler.queued() == 0
+
+
+def test_a_call_larger_than_the_queue_still_runs_when_the_queue_is_empty(tiny_embedder, pools):
+    texts = [f"text {n}" for n in range(10)]
+
+    async def call(scheduler):
+        return await scheduler.embed_texts(texts)
+
+    vectors, _ = run(call, tiny_embedder, pools, max_batch=4, max_queue=2)
+    np.testing.assert_allclose(vectors, tiny_embedder.embed_texts(texts), atol=1e-5)
+
+
+def test_a_cancelled_caller_leaves_the_queue_and_never_reaches_the_model(tiny_embedder, pools):
+    async def calls(scheduler):
+        doomed = asyncio.create_task(scheduler.embed_texts(["cancel me", "and me"]))
+        while scheduler.queued("text") < 2:
+            await asyncio.sleep(0.01)
+        doomed.cancel()
+        await asyncio.gather(doomed, return_exceptions=True)
+        return await scheduler.embed_texts(["after"])
+
+    vector, scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=2.0)
+    assert vector.shape == (1, tiny_embedder.dim)
+    assert scheduler.stats.inputs["text"] == 1
+    assert scheduler.queued() == 0
+
+
+def test_observers_see_every_batch(tiny_embedder, pools):
+    seen = []
+
+    async def calls(scheduler):
+        scheduler.observers.append(lambda tower, size, waited, ran: seen.append((tower, size, waited >= 0, ran > 0)))
+        await asyncio.gather(*(scheduler.embed_texts([f"t{n}"]) for n in range(6)),
+                             scheduler.embed_images([png("red")]))
+
+    run(calls, tiny_embedder, pools, max_batch=4, max_wait_s=0.05)
+    assert sum(size for tower, size, *_ in seen if tower == "text") == 6
+    assert sum(size for tower, size, *_ in seen if tower == "image") == 1
+    assert all(ok_wait and ok_run for *_, ok_wait, ok_run in seen)
