@@ -85,7 +85,7 @@ def test_concurrent_calls_share_batches_and_each_gets_its_own_vectors(server, cl
     texts = [f"query {n} about a {'red' if n % 2 else 'blue'} thing" for n in range(16)]
     images = [png((n * 15, 255 - n * 15, 40)) for n in range(8)]
     batcher = server.server.runtime.batcher
-    inputs_before, batches_before = batcher.stats.inputs["text"], batcher.stats.batches["text"]
+    inputs_before = batcher.stats.inputs["text"]
     with ThreadPoolExecutor(16) as pool:
         text_replies = list(pool.map(lambda text: client.embed(texts=[text]).text_vectors[0], texts))
         image_replies = list(pool.map(lambda image: client.embed(images=[image]).image_vectors[0], images))

@@ -145,7 +145,6 @@ class _MeanPoolTower(torch.nn.Module):
 
 
 def test_another_kind_of_text_tower_falls_back_to_full_length():
-    model, text_cfg = _tiny("ViT-B-32-SigLIP2-256" if "ViT-B-32-SigLIP2-256" in _registry() else "coca_ViT-B-32")
     custom = CustomTextCLIP(embed_dim=16, vision_cfg=dict(TINY_VISION), text_cfg=dict(width=32, heads=2, layers=1,
                                                                                        vocab_size=VOCAB))
     custom.text = _MeanPoolTower()
