@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # Threads that decode, resize and tokenise while the model runs the previous batch.
     preprocess_workers: int = Field(2, ge=1, le=64)
 
-    # CPU threads (service/threads.py; docs/operations.md "Threads"). The model runs one
+    # CPU threads (service/threads.py; docs/operations.md "Threads and shared cores"). The model runs one
     # batch at a time on one inference thread; torch_threads is that batch's intra-op
     # parallelism (unset: the CPUs this process may run on), torch_interop_threads the
     # pool torch keeps for parallel graph branches, which CLIP's forward never uses.
