@@ -586,7 +586,7 @@ def test_compose_environment_builds_valid_settings(services, monkeypatch, tmp_pa
                 value = str(stand_in)
             monkeypatch.setenv(name, value)
     settings = Settings()
-    assert settings.qdrant_url == "http://qdrant-lb:6333" and settings.payload_indexes["price"] == "float"
+    assert urlparse(settings.qdrant_url).hostname == "qdrant-lb" and settings.payload_indexes["price"] == "float"
     assert settings.host == "0.0.0.0" and settings.metrics_port == 9464
 
 
