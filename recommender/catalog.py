@@ -13,7 +13,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from recommender.collection_settings import CollectionLayout
-from recommender.errors import InvalidArgument, ModelMismatch
+from recommender.errors import ModelMismatch
 from recommender.filters import PAYLOAD_KEY, Filter, HasId, to_qdrant
 from recommender.ids import point_id
 from recommender.store_errors import translated
@@ -150,8 +150,8 @@ class Catalog:
 
     def delete_where(self, filter_: Filter) -> int:
         qdrant_filter = to_qdrant(filter_)
-        if qdrant_filter is None:
-            raise InvalidArgument("filter", "an empty filter would delete every item; give at least one condition")
+        if qdrant_filter is None:  # validation refuses empty filters; this would delete every item
+            raise ValueError("delete_where needs a non-empty filter")
         with self._translated():
             matched = self._client.count(self._collection, count_filter=qdrant_filter, exact=True).count
             self._client.delete(self._collection, points_selector=models.FilterSelector(filter=qdrant_filter),

@@ -13,7 +13,6 @@ from typing import Union
 
 from qdrant_client import models
 
-from recommender.errors import InvalidArgument
 from recommender.ids import point_id
 
 PAYLOAD_KEY = "payload"
@@ -111,8 +110,6 @@ def _condition(condition: Condition, prefix: str, nested: bool):
     if isinstance(condition, Filter):
         return _filter(condition, prefix, nested)
     if isinstance(condition, HasId):
-        if nested:
-            raise InvalidArgument("filter", "has_id cannot be used inside a nested condition")
         return models.HasIdCondition(has_id=[point_id(item_id) for item_id in condition.item_ids])
     if isinstance(condition, Nested):
         # Keys inside a nested filter are relative to each array element.

@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from recommender.catalog import Catalog
-from recommender.errors import InvalidArgument
 from recommender.events import EventStore
 from recommender.profiles import ProfileConfig, build_profile
 from recommender.ranking import Candidate, rank
@@ -23,9 +22,6 @@ from recommender.types import (
     Event, Interest, Recommendation, Recommendations, RecommendQuery, Scored, SearchParams, StoredItem, Strategy,
     UserProfile, VectorSpace,
 )
-
-MAX_RECOMMENDATIONS = 1000
-MAX_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,6 @@ class Recommender:
     # -- recommendations --------------------------------------------------
 
     def recommend(self, query: RecommendQuery) -> Recommendations:
-        _check(query)
         history = self.history(query.user_id)
         profile = self.profile(query.user_id, history)
         excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
@@ -157,17 +152,6 @@ class Recommender:
                                          self._config.popularity_max_events)
         self._popularity = (now, counts)  # one reference swap: safe for concurrent callers
         return counts
-
-
-def _check(query: RecommendQuery) -> None:
-    if not query.user_id or not query.user_id.strip():
-        raise InvalidArgument("user_id", "user id is empty")
-    if not 1 <= query.limit <= MAX_RECOMMENDATIONS:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_RECOMMENDATIONS}, got {query.limit}")
-    if not 0 <= query.offset <= MAX_OFFSET:
-        raise InvalidArgument("offset", f"must be between 0 and {MAX_OFFSET}, got {query.offset}")
-    if not 0.0 <= query.diversity <= 1.0:
-        raise InvalidArgument("diversity", f"must be between 0 and 1, got {query.diversity}")
 
 
 def _candidate_counts(importances: Sequence[float], wanted: int, per_slot: int) -> list[int]:

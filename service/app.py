@@ -1,7 +1,8 @@
-"""The service's use cases: embed when pixels or words arrive, then ask the engine.
+"""The service's use cases: check the request, embed when pixels or words arrive, then ask the engine.
 
 Everything here is async and proto-free; blocking work goes through the
-runtime's executors.
+runtime's executors. Each request is checked once, here, by service/validation.py,
+before any inference or storage work.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import AsyncIterator, Sequence
 
 import numpy as np
 
-from recommender.engine import check_params, now_utc
+from recommender.engine import now_utc
 from recommender.errors import InvalidArgument
 from recommender.filters import Filter
 from recommender.types import (
@@ -20,8 +21,8 @@ from service.aio import both, in_order
 from service.indexing import embed_items
 from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
 from service.runtime import Runtime
+from service import validation
 
-MAX_EMBED_INPUTS = 1024
 # Upsert messages embedding ahead of the one being written: enough to keep the model fed.
 UPSERT_MESSAGES_AHEAD = 2
 
@@ -42,21 +43,17 @@ class Lookalike:
 
     async def embed(self, texts: Sequence[str], images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         embedder, _ = self._runtime.require_ready()
-        if not texts and not images:
-            raise InvalidArgument("texts", "nothing to embed: give at least one text or image")
-        if len(texts) + len(images) > MAX_EMBED_INPUTS:
-            raise InvalidArgument("texts", f"at most {MAX_EMBED_INPUTS} inputs per call; use EmbedStream for bulk")
-        for index, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidArgument(f"texts[{index}]", "text is empty")
+        validation.embed(texts, images)
         batcher = self._runtime.require_batcher()
         return await both(batcher.embed_texts(list(texts)), batcher.embed_images(list(images)))
 
     async def embed_one(self, query: TextQuery | ImageQuery, field: str, *, bulk: bool = False) -> np.ndarray:
+        validation.embed_input(query, field)
+        return await self._embed_one(query, field, bulk=bulk)
+
+    async def _embed_one(self, query: TextQuery | ImageQuery, field: str, *, bulk: bool = False) -> np.ndarray:
         batcher = self._runtime.require_batcher()
         if isinstance(query, TextQuery):
-            if not query.text.strip():
-                raise InvalidArgument(field, "text is empty")
             return (await batcher.embed_texts([query.text], bulk=bulk))[0]
         # A single image's error names the field itself, not field[0].
         results = await batcher.embed_images_each([(query.image, field)], bulk=bulk)
@@ -83,8 +80,9 @@ class Lookalike:
 
         async def embed(message: tuple[list[RawItem], list[ItemError]]):
             raws, errors = message
-            prepared, embed_errors = await embed_items(raws, batcher)
-            return prepared, errors + embed_errors
+            valid, invalid = validation.raw_items(raws, engine.dim)
+            prepared, embed_errors = await embed_items(valid, batcher)
+            return prepared, errors + invalid + embed_errors
 
         async for _, (prepared, errors) in in_order(batches, embed, UPSERT_MESSAGES_AHEAD):
             outcome = await self._runtime.query(engine.upsert_items, prepared)
@@ -94,19 +92,19 @@ class Lookalike:
 
     async def get(self, item_ids: Sequence[str], with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         _, engine = self._runtime.require_ready()
-        if not item_ids:
-            raise InvalidArgument("ids", "no ids given")
+        validation.item_ids(item_ids)
         return await self._runtime.query(engine.get_items, list(item_ids), with_vectors)
 
     async def delete(self, selector: list[str] | Filter) -> int:
         _, engine = self._runtime.require_ready()
+        validation.delete_selector(selector)
         if isinstance(selector, Filter):
             return await self._runtime.query(engine.delete_where, selector)
         return await self._runtime.query(engine.delete_items, selector)
 
     async def search(self, spec: SearchSpec) -> list[Scored]:
         _, engine = self._runtime.require_ready()
-        check_params(spec.params)  # before spending inference on a request that will be refused
+        validation.search(spec, engine.dim)  # before spending inference on a request that will be refused
         query = spec.query
         if isinstance(query, ItemQuery):
             return await self._runtime.query(engine.similar_items, query.item_id, spec.target, spec.filter,
@@ -115,7 +113,7 @@ class Lookalike:
             return await self._runtime.query(lambda: engine.search_by_vector(
                 query.values, spec.target, spec.filter, spec.params, made_by_model=False))
         field = "query.text" if isinstance(query, TextQuery) else "query.image"
-        vector = await self.embed_one(query, field)
+        vector = await self._embed_one(query, field)
         return await self._runtime.query(lambda: engine.search_by_vector(
             vector, spec.target, spec.filter, spec.params, made_by_model=True))
 
@@ -127,16 +125,22 @@ class Lookalike:
 
     async def record_events(self, batch: EventBatch) -> RecordOutcome:
         _, engine = self._runtime.require_ready()
-        return await self._runtime.query(engine.record_events, batch.events, batch.event_ids, batch.positions)
+        valid, errors = validation.events(batch, self.now())
+        outcome = await self._runtime.query(engine.record_events, valid.events, valid.event_ids)
+        outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
+        return outcome
 
     async def recommend(self, query: RecommendQuery) -> Recommendations:
         _, engine = self._runtime.require_ready()
+        validation.recommend(query)
         return await self._runtime.query(engine.recommend, query)
 
     async def profile(self, user_id: str) -> UserProfile:
         _, engine = self._runtime.require_ready()
+        validation.user_id(user_id)
         return await self._runtime.query(engine.profile, user_id)
 
     async def forget_user(self, user_id: str) -> int:
         _, engine = self._runtime.require_ready()
+        validation.user_id(user_id)
         return await self._runtime.query(engine.forget_user, user_id)

@@ -1,7 +1,9 @@
 """Protobuf <-> domain: the only module that knows both.
 
 Wire conventions (0 means default, unset oneofs, Struct's float-only numbers)
-are settled here, so nothing past this point sees a protobuf message.
+are settled here, so nothing past this point sees a protobuf message. It only
+decodes: it refuses what cannot be read (an unset oneof, an unknown enum, a
+foreign page token); every check on values is in service/validation.py.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, 
 
 DEFAULT_LIMIT = 10
 DEFAULT_DIVERSITY = 0.2
-MAX_FILTER_DEPTH = 16
 
 _TARGETS = {
     types_pb.SEARCH_TARGET_UNSPECIFIED: SearchTarget.IMAGE,
@@ -49,8 +50,6 @@ def search_from_proto(request: search_pb.SearchRequest) -> SearchSpec:
     if kind is None:
         raise InvalidArgument("query", "empty query: set one of text, image, item_id or vector")
     if kind == "text":
-        if not request.text.strip():
-            raise InvalidArgument("query.text", "text is empty")
         query: Query = TextQuery(request.text)
     elif kind == "image":
         query = ImageQuery(request.image)
@@ -169,14 +168,9 @@ def get_items_response(items: Sequence[StoredItem], missing: Sequence[str],
 def delete_selector(request: catalog_pb.DeleteItemsRequest) -> list[str] | f.Filter:
     kind = request.WhichOneof("selector")
     if kind == "ids":
-        if not request.ids.ids:
-            raise InvalidArgument("ids", "no ids given")
         return list(request.ids.ids)
     if kind == "filter":
-        converted = filter_from_proto(request.filter)
-        if converted is None:
-            raise InvalidArgument("filter", "an empty filter would delete every item; give at least one condition")
-        return converted
+        return filter_from_proto(request.filter) or f.Filter()
     raise InvalidArgument("selector", "set ids or filter")
 
 
@@ -218,44 +212,39 @@ def payload_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 # -- filters -----------------------------------------------------------------
 
-def filter_from_proto(message: types_pb.Filter | None, field: str = "filter", depth: int = 0) -> f.Filter | None:
+def filter_from_proto(message: types_pb.Filter | None, field: str = "filter") -> f.Filter | None:
+    """An empty filter on the wire means no filter."""
     if message is None:
         return None
-    if depth > MAX_FILTER_DEPTH:
-        raise InvalidArgument(field, f"filters nest deeper than {MAX_FILTER_DEPTH} levels")
-    converted = f.Filter(
-        must=tuple(_condition(c, f"{field}.must[{i}]", depth) for i, c in enumerate(message.must)),
-        should=tuple(_condition(c, f"{field}.should[{i}]", depth) for i, c in enumerate(message.should)),
-        must_not=tuple(_condition(c, f"{field}.must_not[{i}]", depth) for i, c in enumerate(message.must_not)),
+    converted = _filter(message, field)
+    return None if converted.is_empty else converted
+
+
+def _filter(message: types_pb.Filter, field: str) -> f.Filter:
+    return f.Filter(
+        must=tuple(_condition(c, f"{field}.must[{i}]") for i, c in enumerate(message.must)),
+        should=tuple(_condition(c, f"{field}.should[{i}]") for i, c in enumerate(message.should)),
+        must_not=tuple(_condition(c, f"{field}.must_not[{i}]") for i, c in enumerate(message.must_not)),
     )
-    return None if converted.is_empty and depth == 0 else converted
 
 
-def _condition(message: types_pb.Condition, field: str, depth: int) -> f.Condition:
+def _condition(message: types_pb.Condition, field: str) -> f.Condition:
     kind = message.WhichOneof("condition")
     if kind == "field":
         return _field_condition(message.field, f"{field}.field")
     if kind == "is_empty":
-        return f.IsEmpty(_key(message.is_empty.key, f"{field}.is_empty.key"))
+        return f.IsEmpty(message.is_empty.key)
     if kind == "has_id":
-        if not message.has_id.item_ids:
-            raise InvalidArgument(f"{field}.has_id.item_ids", "give at least one item id")
         return f.HasId(tuple(message.has_id.item_ids))
     if kind == "nested":
-        inner = filter_from_proto(message.nested.filter, f"{field}.nested.filter", depth + 1)
-        if inner is None or inner.is_empty:
-            raise InvalidArgument(f"{field}.nested.filter", "nested filter is empty")
-        return f.Nested(_key(message.nested.key, f"{field}.nested.key"), inner)
+        return f.Nested(message.nested.key, _filter(message.nested.filter, f"{field}.nested.filter"))
     if kind == "filter":
-        inner = filter_from_proto(message.filter, f"{field}.filter", depth + 1)
-        if inner is None or inner.is_empty:
-            raise InvalidArgument(f"{field}.filter", "sub-filter is empty")
-        return inner
+        return _filter(message.filter, f"{field}.filter")
     raise InvalidArgument(field, "condition is empty: set field, is_empty, has_id, nested or filter")
 
 
 def _field_condition(message: types_pb.FieldCondition, field: str) -> f.Condition:
-    key = _key(message.key, f"{field}.key")
+    key = message.key
     kind = message.WhichOneof("match")
     if kind == "keyword":
         return f.Match(key, message.keyword)
@@ -265,31 +254,17 @@ def _field_condition(message: types_pb.FieldCondition, field: str) -> f.Conditio
         return f.Match(key, message.boolean)
     if kind in ("any_keyword", "any_integer", "except_keyword"):
         values = tuple(getattr(message, kind).values)
-        if not values:
-            raise InvalidArgument(f"{field}.{kind}", "give at least one value")
         return (f.MatchExcept if kind == "except_keyword" else f.MatchAny)(key, values)
     if kind == "range":
         bounds = {name: getattr(message.range, name) for name in ("gt", "gte", "lt", "lte")
                   if message.range.HasField(name)}
-        if not bounds:
-            raise InvalidArgument(f"{field}.range", "set at least one of gt, gte, lt, lte")
-        if not all(math.isfinite(value) for value in bounds.values()):
-            raise InvalidArgument(f"{field}.range", "bounds must be finite numbers")
         return f.Range(key, **bounds)
     if kind == "datetime_range":
         bounds = {name: getattr(message.datetime_range, name).ToDatetime(tzinfo=timezone.utc)
                   for name in ("gt", "gte", "lt", "lte") if message.datetime_range.HasField(name)}
-        if not bounds:
-            raise InvalidArgument(f"{field}.datetime_range", "set at least one of gt, gte, lt, lte")
         return f.DatetimeRange(key, **bounds)
     raise InvalidArgument(field, f"field condition on {key!r} has no match: set keyword, integer, boolean, "
                                  "any_keyword, any_integer, except_keyword, range or datetime_range")
-
-
-def _key(key: str, field: str) -> str:
-    if not key.strip():
-        raise InvalidArgument(field, "payload key is empty")
-    return key
 
 
 # -- events and recommendations ---------------------------------------------
@@ -316,8 +291,6 @@ _STRATEGY_ENUMS = {strategy: value for value, strategy in _STRATEGIES.items()
 
 
 def events_from_proto(request: recommendation_pb.RecordEventsRequest, now: datetime) -> EventBatch:
-    if not request.events:
-        raise InvalidArgument("events", "no events given")
     batch = EventBatch([], [], [], [])
     for index, message in enumerate(request.events):
         field = f"events[{index}]"
@@ -348,8 +321,6 @@ def recommend_from_proto(request: recommendation_pb.RecommendRequest) -> Recomme
         raise InvalidArgument("strategy", f"unknown strategy {request.strategy}")
     offset = _offset_from_token(request.page_token) if request.page_token else request.offset
     diversity = request.diversity if request.HasField("diversity") else DEFAULT_DIVERSITY
-    if not math.isfinite(diversity):
-        raise InvalidArgument("diversity", "must be a number between 0 and 1")
     return RecommendQuery(
         user_id=request.user_id, limit=request.limit or DEFAULT_LIMIT, offset=offset,
         filter=filter_from_proto(request.filter if request.HasField("filter") else None), diversity=diversity,

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2
 
 from recommender import filters as f
 from recommender.errors import InvalidArgument
-from service import client, convert, servicers
+from service import client, convert, servicers, validation
 from service.api.lookalike.v1 import (
     catalog_service_pb2, embedding_service_pb2, recommendation_service_pb2, search_service_pb2, types_pb2,
 )
@@ -68,10 +68,10 @@ def test_an_empty_filter_is_no_filter():
 def test_filters_deeper_than_the_limit_are_refused():
     t = types_pb2
     message = t.Filter(must=[t.Condition(field=t.FieldCondition(key="a", keyword="b"))])
-    for _ in range(convert.MAX_FILTER_DEPTH + 2):
+    for _ in range(validation.MAX_FILTER_DEPTH + 2):
         message = t.Filter(must=[t.Condition(filter=message)])
     with pytest.raises(InvalidArgument, match="nest deeper"):
-        convert.filter_from_proto(message)
+        validation.filter_(convert.filter_from_proto(message))
 
 
 def test_zero_limit_means_the_default():

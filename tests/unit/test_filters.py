@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
 from qdrant_client import models
 
 from recommender import filters as f
-from recommender.errors import InvalidArgument
 from recommender.ids import point_id
 
 
@@ -23,11 +21,6 @@ def test_nested_keys_are_relative_to_the_array_elements():
     nested = converted.must[0].nested
     assert nested.key == "payload.variants"
     assert nested.filter.must[0].key == "count"
-
-
-def test_has_id_inside_nested_is_refused():
-    with pytest.raises(InvalidArgument, match="nested"):
-        f.to_qdrant(f.Filter(must=(f.Nested("variants", f.Filter(must=(f.HasId(("x",)),))),)))
 
 
 def test_datetime_ranges_and_except_keep_their_bounds():

@@ -69,3 +69,18 @@ def test_the_use_cases_reach_no_protobuf_through_any_project_module():
             if within(imported, ("service", "recommender")):
                 pending.append(imported)
     assert {"service.app", "service.requests", "service.runtime"} <= set(seen)
+
+
+# Decoding (an unset oneof, unknown enum, unreadable pixels) may refuse input too;
+# every other check on values belongs to service/validation.py.
+MAY_REFUSE_INPUT = {"service/validation.py", "service/convert.py", "service/embedding/images.py"}
+
+
+def test_input_is_refused_by_the_validation_layer_only():
+    raising = set()
+    for path in sorted((ROOT / "recommender").rglob("*.py")) + sorted((ROOT / "service").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None and "InvalidArgument" in ast.unparse(node.exc):
+                raising.add(path.relative_to(ROOT).as_posix())
+    assert raising - MAY_REFUSE_INPUT == set()
+    assert "service/validation.py" in raising
