@@ -86,6 +86,7 @@ class Lookalike:
 
         async for _, (prepared, errors) in in_order(batches, embed, UPSERT_MESSAGES_AHEAD):
             outcome = await self._runtime.query(engine.upsert_items, prepared)
+            self._runtime.metrics.items_upserted.inc(outcome.upserted)
             total.upserted += outcome.upserted
             total.errors.extend(sorted(errors + outcome.errors, key=lambda error: error.index))
         return total
@@ -110,12 +111,12 @@ class Lookalike:
             return await self._runtime.query(engine.similar_items, query.item_id, spec.target, spec.filter,
                                              spec.params, spec.user_id, spec.exclude_seen)
         if isinstance(query, VectorQuery):
-            return await self._runtime.query(lambda: engine.search_by_vector(
-                query.values, spec.target, spec.filter, spec.params, made_by_model=False))
+            return await self._runtime.query(engine.search_by_vector, query.values, spec.target, spec.filter,
+                                             spec.params, made_by_model=False)
         field = "query.text" if isinstance(query, TextQuery) else "query.image"
         vector = await self._embed_one(query, field)
-        return await self._runtime.query(lambda: engine.search_by_vector(
-            vector, spec.target, spec.filter, spec.params, made_by_model=True))
+        return await self._runtime.query(engine.search_by_vector, vector, spec.target, spec.filter, spec.params,
+                                         made_by_model=True)
 
     # -- users ----------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Lookalike:
         _, engine = self._runtime.require_ready()
         valid, errors = validation.events(batch, self.now())
         outcome = await self._runtime.query(engine.record_events, valid.events, valid.event_ids)
+        self._runtime.metrics.events_recorded.inc(outcome.recorded)
         outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
         return outcome
 

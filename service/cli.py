@@ -144,7 +144,9 @@ def settings_from(args: argparse.Namespace):
 
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    _configure_logging(settings.log_level)
+    from service.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     from service.threads import apply_wait_policy, configure_torch
 
     apply_wait_policy(settings.omp_wait_policy)  # a --omp-wait-policy flag; torch is not loaded yet
@@ -152,13 +154,6 @@ def _serve(args: argparse.Namespace) -> int:
     from service.server import serve
 
     return asyncio.run(serve(settings))
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # open_clip narrates every load on the root logger at INFO; keep its warnings only.
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
 
 
 # -- ingest -------------------------------------------------------------------

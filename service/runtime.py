@@ -23,6 +23,7 @@ from recommender.errors import Overloaded, Unavailable
 from service.config import Settings
 from service.embedding import ClipEmbedder, ModelSpec, load_embedder
 from service.embedding.batching import BatchPolicy, BatchScheduler
+from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ class Dependencies:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, deps: Dependencies) -> None:
+    def __init__(self, settings: Settings, deps: Dependencies, metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._deps = deps
+        self.metrics = metrics or Metrics()
         # One thread: a batch already uses every core torch is given; two would split them.
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
@@ -98,6 +100,7 @@ class Runtime:
             BatchPolicy(max_batch=self._settings.max_batch, max_wait_s=self._settings.max_batch_wait_ms / 1000,
                         max_queue=self._settings.max_queued_inputs),
             model_executor=self._inference_pool, preprocess_executor=self._preprocess_pool)
+        self.metrics.watch_batcher(self.batcher)
         attempt = 0
         while True:
             try:
@@ -136,6 +139,7 @@ class Runtime:
     async def admitted(self) -> AsyncIterator[None]:
         """Refuse work beyond max_inflight rather than queue it without bound."""
         if self._inflight >= self._settings.max_inflight:
+            self.metrics.admission_rejections.labels("in_flight").inc()
             raise Overloaded(f"{self._inflight} requests in flight (limit {self._settings.max_inflight}); "
                              "back off and retry")
         self._inflight += 1
@@ -144,8 +148,15 @@ class Runtime:
         finally:
             self._inflight -= 1
 
-    async def query(self, function: Callable[..., T], *args) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._catalog_pool, function, *args)
+    async def query(self, function: Callable[..., T], *args, **kwargs) -> T:
+        """Run a catalog call on the catalog executor, timed under the function's name."""
+        operation = getattr(function, "__name__", "call")
+
+        def timed() -> T:
+            with self.metrics.catalog_call(operation):
+                return function(*args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._catalog_pool, timed)
 
     async def check_catalog(self) -> bool:
         if self.engine is None:

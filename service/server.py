@@ -8,7 +8,7 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.api.lookalike.v1 import (
@@ -24,6 +24,8 @@ from service.api.lookalike.v1 import (
 from service.app import Lookalike
 from service.config import Settings
 from service.handlers import UndecodableRequests
+from service.health import HealthServicer
+from service.observability import Metrics, MetricsEndpoint, RequestObserver
 from service.runtime import Dependencies, Runtime
 from service.security import AuthInterceptor, check_exposure, load_tokens, server_credentials
 from service.servicers import CatalogServicer, EmbeddingServicer, RecommendationServicer, SearchServicer
@@ -42,7 +44,7 @@ HEALTH_PROBE_INTERVAL_S = 5.0
 class LookalikeServer:
     """A grpc.aio server plus the startup that makes it ready and the drain that stops it."""
 
-    def __init__(self, grpc_server: grpc.aio.Server, runtime: Runtime, health_servicer: health.aio.HealthServicer,
+    def __init__(self, grpc_server: grpc.aio.Server, runtime: Runtime, health_servicer: HealthServicer,
                  settings: Settings) -> None:
         self.grpc_server = grpc_server
         self.runtime = runtime
@@ -50,9 +52,18 @@ class LookalikeServer:
         self._settings = settings
         self._tasks: list[asyncio.Task] = []
         self._serving: bool | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
 
     async def start(self) -> None:
         await self._set_health(False)
+        if self._settings.metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint.start(self.metrics, self._settings.host,
+                                                          self._settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", self._settings.host, self.metrics_endpoint.port)
         await self.grpc_server.start()
         self._tasks.append(asyncio.create_task(self._become_ready(), name="lookalike-startup"))
 
@@ -81,13 +92,19 @@ class LookalikeServer:
             log.log(logging.INFO if serving else logging.WARNING, "health -> %s",
                     "SERVING" if serving else "NOT_SERVING")
         self._serving = serving
+        self.metrics.health_serving.set(1 if serving else 0)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking new calls, let in-flight ones finish within `grace`, then release resources."""
-        await self._health.enter_graceful_shutdown()
+        """Stop taking new calls, let in-flight ones finish within `grace`, then release resources.
+
+        Health Watch streams end here (after telling watchers NOT_SERVING), so
+        they do not hold the drain for the whole grace period.
+        """
+        await self._health.shutdown()
+        self.metrics.health_serving.set(0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -95,6 +112,9 @@ class LookalikeServer:
                 await task
         await self.grpc_server.stop(self._settings.grace_seconds if grace is None else grace)
         await self.runtime.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -107,7 +127,10 @@ def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[
     credentials = server_credentials(settings)
     deps = deps or Dependencies.from_settings(settings)
     max_bytes = settings.max_message_mb * 1024 * 1024
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    metrics = Metrics()
+    # Outermost first: every call is observed, refused ones included; a refused
+    # call's message is never parsed.
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestObserver(metrics)]
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     interceptors.append(UndecodableRequests())
@@ -118,14 +141,14 @@ def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[
         # start "fine" and silently take a share of the connections.
         ("grpc.so_reuseport", 0),
     ])
-    runtime = Runtime(settings, deps)
+    runtime = Runtime(settings, deps, metrics)
     app = Lookalike(runtime)
     embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(runtime, app), grpc_server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(runtime, app), grpc_server)
     search_service_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(runtime, app), grpc_server)
     recommendation_service_pb2_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationServicer(runtime, app), grpc_server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -158,7 +181,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if ready.done() and ready.exception() is not None:
-        log.error("cannot serve: %s", ready.exception())
+        log.error("cannot serve: startup failed (logged above); exiting")
         await server.stop(0)
         return 2
     await stopping
