@@ -25,7 +25,8 @@ from service.app import Lookalike
 from service.config import Settings
 from service.handlers import UndecodableRequests
 from service.health import HealthServicer
-from service.observability import Metrics, MetricsEndpoint, RequestObserver
+from service.metrics import Metrics, MetricsEndpoint
+from service.observability import RequestObserver
 from service.runtime import Dependencies, Runtime
 from service.security import AuthInterceptor, check_exposure, load_tokens, server_credentials
 from service.servicers import CatalogServicer, EmbeddingServicer, RecommendationServicer, SearchServicer
