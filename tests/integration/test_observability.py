@@ -72,6 +72,8 @@ def test_metrics_endpoint_counts_calls_codes_work_and_health(observed):
     assert value(samples, "lookalike_inference_batch_size_sum", kind="text") >= 3 + 1
     assert value(samples, "lookalike_model_seconds_per_item_count", kind="text") >= 2
     assert value(samples, "lookalike_inference_queue_wait_seconds_count", kind="text") >= 2
+    assert value(samples, "lookalike_inference_queued", kind="text") == 0
+    assert ("lookalike_inference_queue_rejections_total", frozenset()) in samples
 
 
 def test_admission_rejections_and_in_flight_are_counted(observed):
@@ -91,7 +93,7 @@ def test_admission_rejections_and_in_flight_are_counted(observed):
         for stream in streams:
             assert list(stream) == []
     samples = scrape(port)
-    assert value(samples, "lookalike_admission_rejections_total") == 1
+    assert value(samples, "lookalike_admission_rejections_total", limit="in_flight") == 1
     assert value(samples, "lookalike_rpc_requests_total", method="lookalike.v1.EmbeddingService/Embed",
                  code="RESOURCE_EXHAUSTED") == 1
 
@@ -144,13 +146,14 @@ def test_one_log_line_per_request_with_the_request_id(server, caplog):
 
 
 def test_an_internal_error_logs_its_traceback_once_with_the_request_id(server, caplog, monkeypatch):
-    def broken(texts):
+    def broken(*args, **kwargs):
         raise RuntimeError("a bug in the model path")
 
-    monkeypatch.setattr(server.server.runtime.embedder, "embed_texts", broken)  # fault injection into the real server
+    # fault injection into the real server's engine
+    monkeypatch.setattr(server.server.runtime.engine, "get_items", broken)
     caplog.set_level(logging.INFO)
     with LookalikeClient(server.target) as client, pytest.raises(grpc.RpcError) as raised:
-        client.embed(texts=["boom"])
+        client.get(["a"])
     assert raised.value.code() is grpc.StatusCode.INTERNAL
     assert "a bug" not in raised.value.details(), "internals stay in the log"
     request_id = dict(raised.value.initial_metadata())["x-request-id"]
