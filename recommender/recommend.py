@@ -83,7 +83,8 @@ class Recommender:
         history = self.history(query.user_id)
         profile = self.profile(query.user_id, history)
         excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
-        wanted = query.offset + query.limit
+        # One more than the page: a next page is announced only when it has an item.
+        wanted = query.offset + query.limit + 1
         if query.strategy is Strategy.POPULAR or profile.is_cold:
             items = self._popular(query, excluded, wanted)
             return _page(items, query, Strategy.POPULAR, cold_start=profile.is_cold)
@@ -188,4 +189,4 @@ def _page(items: list[Recommendation], query: RecommendQuery, strategy: Strategy
           cold_start: bool) -> Recommendations:
     page = items[query.offset: query.offset + query.limit]
     return Recommendations(items=page, strategy=strategy, cold_start=cold_start,
-                           has_more=len(items) >= query.offset + query.limit)
+                           has_more=len(items) > query.offset + query.limit)

@@ -39,9 +39,9 @@ def variable_of(name: str, field) -> str:
 
 def serve_flags() -> dict[str, str]:
     """Settings field -> `lookalike serve` flag, read from the real parser."""
-    from service.cli import _parser
+    from service.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     serve = subcommands.choices["serve"]
     # Hidden flags (help=SUPPRESS) are retired ones that only refuse, like --qdrant-api-key.

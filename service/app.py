@@ -69,14 +69,16 @@ class Lookalike:
                 inputs, lambda keyed: self.embed_one(keyed[1], f"input[{keyed[0]}]", bulk=True), window):
             yield key, vector
 
-    async def upsert_stream(self, batches: AsyncIterator[tuple[list[RawItem], list[ItemError]]]) -> UpsertOutcome:
+    async def upsert_stream(self, batches: AsyncIterator[tuple[list[RawItem], list[ItemError]]]
+                            ) -> AsyncIterator[UpsertOutcome]:
         """Upsert a stream of messages: the next messages embed while the current one is written.
 
-        Writes happen in stream order, so an id sent twice ends with its later version.
+        Yields one outcome per message, in stream order, once its items are written (the
+        caller's acknowledgement). Writes happen in stream order, so an id sent twice ends
+        with its later version.
         """
         _, engine = self._runtime.require_ready()
         batcher = self._runtime.require_batcher()
-        total = UpsertOutcome()
 
         async def embed(message: tuple[list[RawItem], list[ItemError]]):
             raws, errors = message
@@ -87,9 +89,8 @@ class Lookalike:
         async for _, (prepared, errors) in in_order(batches, embed, UPSERT_MESSAGES_AHEAD):
             outcome = await self._runtime.query(engine.upsert_items, prepared)
             self._runtime.metrics.items_upserted.inc(outcome.upserted)
-            total.upserted += outcome.upserted
-            total.errors.extend(sorted(errors + outcome.errors, key=lambda error: error.index))
-        return total
+            outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
+            yield outcome
 
     async def get(self, item_ids: Sequence[str], with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         _, engine = self._runtime.require_ready()

@@ -1,17 +1,19 @@
-"""`lookalike ...` / `python -m service ...`: serve, ingest, search, train-demo, demo."""
+"""`lookalike ...` / `python -m service ...`: the server, and a client command for every RPC.
+
+Client commands import only the light client (grpc + stubs); `serve` and the
+delegated commands import the model stack when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 EXIT_PARTIAL = 3
-
 
 # Subcommands with their own argument parsers, imported only when used (they pull in torch).
 DELEGATED = {
@@ -19,107 +21,284 @@ DELEGATED = {
     "train-demo": "service.demo.training",
     "eval": "service.evaluate",
 }
+DELEGATED_HELP = {
+    "demo": "offline demo: in-process server, demo catalog, cross-modal queries, contact sheet",
+    "train-demo": "train the offline demo CLIP model (reproduces the shipped weights)",
+    "eval": "offline evaluation of recommendation strategies (HitRate, Recall, NDCG, coverage)",
+    "bench": "benchmarks: throughput and latency tables",
+}
+
+# `serve` flags: settings name -> help. Each also reads LOOKALIKE_<NAME>. Secrets are files or
+# environment variables, never values on the command line (the process list shows those).
+SERVE_FLAGS: dict[str, str] = {
+    "host": "address to bind; a non-loopback address needs auth tokens or --insecure",
+    "port": "port to bind (0 = any free port)",
+    "data_dir": "where embedded Qdrant (Qdrant Edge) keeps its files",
+    "collection": "Qdrant collection of the items (events go to <collection>_events)",
+    "model": "open_clip model name, hf-hub:org/repo, local-dir:/folder, or 'demo'",
+    "pretrained": "open_clip weights tag, a checkpoint file, local-dir:/folder, or 'none' (random weights)",
+    "device": "where the model runs",
+    "precision": "model precision",
+    "max_batch": "largest model batch",
+    "torch_threads": "intra-op threads for a model batch (unset = the CPUs this process may use)",
+    "max_batch_wait_ms": "how long an idle model waits for a batch to fill",
+    "omp_wait_policy": "OpenMP workers sleep (passive) or spin (active) between ops; ignored when OMP_WAIT_POLICY "
+                       "is set",
+    "qdrant_url": "a Qdrant server or cluster (unset = embedded storage in --data-dir)",
+    "qdrant_api_key_file": "file holding the Qdrant API key (or the key itself in LOOKALIKE_QDRANT_API_KEY)",
+    "max_message_mb": "largest gRPC message, in MiB",
+    "max_inflight": "calls in flight beyond this get RESOURCE_EXHAUSTED",
+    "auth_tokens_file": "bearer tokens, one '<read|write>:<token>' a line (or LOOKALIKE_AUTH_TOKENS)",
+    "insecure": "serve a non-loopback address without authentication",
+    "tls_cert_file": "PEM certificate chain (TLS)",
+    "tls_key_file": "PEM private key (TLS)",
+    "tls_client_ca_file": "PEM CA bundle: require client certificates it signed (mTLS)",
+    "metrics_port": "serve Prometheus /metrics on this port (unset = off)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_format": "log lines as text or JSON",
+}
+# Where a flag's name is not its setting's name.
+FLAG_NAMES = {"tls_cert_file": "--tls-cert", "tls_key_file": "--tls-key", "tls_client_ca_file": "--tls-client-ca"}
+_SECRET_SETTINGS = ("api_key", "tokens", "password", "secret")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every flag's default: `unset` for None, `off` for a false switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        return f"{text} (default: {_shown(action.default)})"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if value is False:
+        return "off"
+    if value is True:
+        return "on"
+    if isinstance(value, list):
+        return "none" if not value else " ".join(map(str, value))
+    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        import importlib
+    try:
+        if argv and argv[0] in DELEGATED:
+            import importlib
 
-        from service.threads import apply_wait_policy
+            return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+        parser = build_parser(with_serve_flags=bool(argv) and argv[0] == "serve")
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        return _run(args)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in SERVER_ONLY_MODULES:
+            print(f"error: `lookalike {argv[0]}` runs the server side, which this install lacks ({error.name}); "
+                  "install it with: pip install 'lookalike[server]'", file=sys.stderr)
+            return 1
+        raise
 
-        # Before the command imports torch: OpenMP reads its wait policy once, at load (service/threads.py).
-        apply_wait_policy()
 
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+# What the `server` extra installs; a client-only install has none of them.
+SERVER_ONLY_MODULES = {"torch", "torchvision", "open_clip", "PIL", "numpy", "qdrant_client", "qdrant_edge",
+                       "pydantic", "pydantic_settings", "safetensors", "grpc_reflection"}
+
+
+def _run(args: argparse.Namespace) -> int:
     import grpc
 
     try:
         return args.run(args)
     except grpc.RpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(f"error: {error.code().name}: {error.details()}{_hint(error, args)}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
+def _hint(error, args: argparse.Namespace) -> str:
+    import grpc
 
-    serve = commands.add_parser("serve", help="run the gRPC server", allow_abbrev=False,
-                                description="Run the gRPC server. Every flag can also be set with LOOKALIKE_<NAME>.")
-    _server_flags(serve)
-    serve.set_defaults(run=_serve)
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE and "connect" in (error.details() or "").lower():
+        return f"\n  is a server running at {args.server}? Start one with `lookalike serve` or pass --server."
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"\n  no answer from {args.server} within {args.timeout:g}s: is a server running there (--server)?"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "\n  pass --token-file FILE or set LOOKALIKE_TOKEN."
+    return ""
 
-    ingest = commands.add_parser("ingest", help="send a folder of images and/or a JSONL file of items to a server")
-    ingest.add_argument("--server", default="127.0.0.1:50051", help="host:port of a running server")
-    ingest.add_argument("--images", type=Path, help="folder of images (searched recursively); id = relative path")
-    ingest.add_argument("--jsonl", type=Path,
-                        help='items, one JSON object a line: {"id", "text", "image" (path), "payload"}')
-    ingest.add_argument("--batch-size", type=int, default=32)
-    ingest.set_defaults(run=_ingest)
 
-    search = commands.add_parser("search", help="query a running server and print a results table")
-    search.add_argument("--server", default="127.0.0.1:50051")
-    query = search.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text")
-    query.add_argument("--image", type=Path, help="path of an image file")
-    query.add_argument("--item-id")
-    search.add_argument("--target", choices=("image", "text", "both"), default="image")
-    search.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                        help="e.g. color=red, price<50, shape=circle|square, in_stock=true (repeatable)")
-    search.add_argument("--limit", type=int, default=10)
-    search.add_argument("--offset", type=int, default=0)
-    search.add_argument("--threshold", type=float)
-    search.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    search.set_defaults(run=_search)
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
 
-    # Listed for --help; main() hands their arguments to their own parsers.
-    commands.add_parser("demo", help="offline demo: in-process server, demo catalog, cross-modal queries")
-    commands.add_parser("train-demo", help="train the offline demo CLIP model (the shipped weights)")
-    commands.add_parser("eval", help="offline evaluation of recommendation strategies")
+    try:
+        return installed_version("lookalike")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser(with_serve_flags: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. `serve`'s flags read their defaults from the settings
+    (pydantic), so they are built only when `serve` runs or its help is asked for."""
+    from service import commands as c
+
+    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"lookalike {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, run, description: str | None = None, client: bool = True, **options):
+        parents = [_connection_flags()] if client else []
+        p = sub.add_parser(name, help=help, description=description or help, parents=parents,
+                           formatter_class=_Formatter, **options)
+        p.set_defaults(run=run)
+        return p
+
+    serve = command("serve", "run the gRPC server", _serve, client=False, allow_abbrev=False, description=(
+        "Run the gRPC server. Each flag also reads the environment variable named in its help; flags win over "
+        "variables, variables over defaults."))
+    if with_serve_flags:
+        _server_flags(serve)
+
+    p = command("search", "nearest items to a text, an image or an item", c.search)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="free text, embedded with the text tower")
+    query.add_argument("--image", type=Path, help="path of an image file, embedded with the image tower")
+    query.add_argument("--item-id", help="a catalog item: its own vector is the query")
+    _result_flags(p)
+
+    p = command("similar", "neighbours of a catalog item (SimilarItems)", c.similar)
+    p.add_argument("item_id", help="the catalog item")
+    _result_flags(p)
+    p.add_argument("--user", help="leave out the items this user has interacted with")
+    p.add_argument("--include-seen", action="store_true", help="with --user: keep the user's seen items")
+
+    p = command("recommend", "recommendations for a user", c.recommend)
+    p.add_argument("user", help="the user id")
+    p.add_argument("--limit", type=int, default=10, help="how many results")
+    p.add_argument("--offset", type=int, default=0, help="how many of the best results to skip")
+    p.add_argument("--page-token", default="", help="next_page_token of a previous call (overrides --offset)")
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR", help=FILTER_HELP)
+    p.add_argument("--diversity", type=float, help="0 = pure relevance, 1 = maximal diversity (server default 0.2)")
+    p.add_argument("--include-seen", action="store_true", help="also recommend items the user has interacted with")
+    p.add_argument("--strategy", default="multi_interest", help="multi_interest, single_centroid, qdrant_average, "
+                   "qdrant_best_score or popular", choices=("multi_interest", "single_centroid", "qdrant_average",
+                                                            "qdrant_best_score", "popular"))
+    p.add_argument("--explain", action="store_true", help="list the history items behind each result")
+
+    p = command("events", "record user events from a JSONL or CSV file (RecordEvents)", c.record_events,
+                description="Record user events from a file, streamed in batches, with a progress bar and a "
+                            "per-line error summary (exit 3 when any line failed). Fields: user_id, item_id, type "
+                            "(view, click, add_to_cart, purchase, like, dislike, skip), optional weight, timestamp "
+                            "(ISO 8601, no zone = UTC, or epoch seconds) and event_id (idempotency key).")
+    p.add_argument("file", type=Path, help="JSONL (one object a line) or CSV (with a header row)")
+    p.add_argument("--format", choices=("jsonl", "csv"), help="file format (unset = from the file's suffix)")
+    p.add_argument("--batch-size", type=int, default=500, help="events per RecordEvents call")
+
+    p = command("profile", "a user's interests (GetProfile)", c.profile)
+    p.add_argument("user", help="the user id")
+    p.add_argument("--centroids", action="store_true", help="also return the interest centroids (with --json)")
+
+    p = command("forget", "delete every event of a user (ForgetUser)", c.forget)
+    p.add_argument("user", help="the user id")
+
+    p = command("embed", "embed texts and/or images (Embed)", c.embed)
+    p.add_argument("--text", action="append", default=[], help="a text to embed (repeatable)")
+    p.add_argument("--image", action="append", default=[], type=Path, help="an image file to embed (repeatable)")
+
+    p = command("get", "fetch items by id (GetItems)", c.get)
+    p.add_argument("ids", nargs="+", help="item ids")
+    p.add_argument("--vectors", action="store_true", help="also return the stored vectors (with --json)")
+
+    p = command("delete", "delete items by id or by filter (DeleteItems)", c.delete)
+    p.add_argument("ids", nargs="*", help="item ids")
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="delete every item matching all expressions (asks first); " + FILTER_HELP)
+    p.add_argument("--yes", action="store_true", help="delete by filter without asking")
+
+    p = command("ingest", "send a folder of images and/or a JSONL file of items (UpsertItems)", c.ingest,
+                description="Stream items to a server in batches. The progress bar follows the server's "
+                            "acknowledgements; failures are listed by file and line; exit 3 when any item failed.")
+    p.add_argument("--images", type=Path, help="folder of images (searched recursively); id = relative path")
+    p.add_argument("--jsonl", type=Path, help='items, one JSON object a line: {"id", "text", "image" (a path '
+                                              'relative to the file), "payload", "image_vector", "text_vector"}')
+    p.add_argument("--batch-size", type=int, default=32, help="items per stream message")
+
+    command("health", "the server's health (SERVING once the model is loaded and Qdrant answers)", c.health)
+
+    for name, help in DELEGATED_HELP.items():
+        if name in DELEGATED:  # listed for --help; main() hands their arguments to their own parsers
+            sub.add_parser(name, help=help, add_help=False)
     return parser
 
 
+FILTER_HELP = "e.g. color=red, price<50, shape=circle|square, in_stock=true, color!=red (repeatable; all must hold)"
+
+
+def _connection_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--server", default=os.environ.get("LOOKALIKE_SERVER", "127.0.0.1:50051"),
+                       help="host:port of the server (env LOOKALIKE_SERVER)")
+    flags.add_argument("--token-file", type=Path, default=os.environ.get("LOOKALIKE_TOKEN_FILE"),
+                       help="file holding the bearer token (env LOOKALIKE_TOKEN_FILE; or the token itself in "
+                            "LOOKALIKE_TOKEN)")
+    flags.add_argument("--tls-ca", type=Path, default=os.environ.get("LOOKALIKE_TLS_CA"),
+                       help="PEM file of the CA that signed the server's certificate; turns TLS on "
+                            "(env LOOKALIKE_TLS_CA)")
+    flags.add_argument("--timeout", type=float, default=60.0, help="deadline of each call, in seconds")
+    flags.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    return flags
+
+
+def _result_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=("image", "text", "both"), default="image",
+                        help="which item vectors to compare with (both = fused)")
+    parser.add_argument("--filter", action="append", default=[], metavar="EXPR", help=FILTER_HELP)
+    parser.add_argument("--limit", type=int, default=10, help="how many results")
+    parser.add_argument("--offset", type=int, default=0, help="how many of the best results to skip")
+    parser.add_argument("--threshold", type=float, help="drop results scoring below this")
+
+
 def _server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--data-dir", type=Path, help="where embedded Qdrant keeps its files")
-    parser.add_argument("--model", help="open_clip model name, hf-hub:org/repo, local-dir:/folder or 'demo'")
-    parser.add_argument("--pretrained", help="open_clip tag, checkpoint file, local-dir:/folder, or 'none'")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--max-batch", type=int)
-    parser.add_argument("--qdrant-url", help="Qdrant server or cluster; unset = embedded storage in --data-dir")
-    # Secrets are files or LOOKALIKE_* variables, never values on the command line (the process list shows those).
-    parser.add_argument("--qdrant-api-key-file", type=Path, help="file holding the Qdrant API key")
+    from service.config import Settings
+
+    fields = Settings.model_fields
+    for name, help in SERVE_FLAGS.items():
+        info = fields[name]
+        default = info.get_default(call_default_factory=True)
+        kwargs: dict[str, Any] = {}
+        choices = _literal_choices(info.annotation)
+        if choices:
+            kwargs["choices"] = choices
+        elif isinstance(default, bool):
+            kwargs["action"] = "store_true"
+        elif isinstance(default, (int, float)):
+            kwargs["type"] = type(default)
+        elif name.endswith(("_dir", "_file")):
+            kwargs["type"] = Path
+        elif name in ("torch_threads", "metrics_port"):
+            kwargs["type"] = int
+        flag = FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
+        parser.add_argument(flag, dest=name, default=None,
+                            help=f"{help} (env LOOKALIKE_{name.upper()}; default: {_shown(default)})", **kwargs)
     parser.add_argument("--qdrant-api-key", nargs="?", action=_SecretOnCommandLine, help=argparse.SUPPRESS)
-    parser.add_argument("--collection")
-    parser.add_argument("--max-message-mb", type=int)
-    parser.add_argument("--torch-threads", type=int, help="intra-op threads for a model batch (default: usable CPUs)")
-    parser.add_argument("--max-batch-wait-ms", type=float,
-                        help="how long an idle model waits for a batch to fill (default 10)")
-    parser.add_argument("--omp-wait-policy", choices=("passive", "active", "default"),
-                        help="OpenMP workers sleep (passive, the default) or spin between ops; "
-                             "ignored when OMP_WAIT_POLICY is set")
-    parser.add_argument("--log-level")
-    parser.add_argument("--log-format", choices=("text", "json"))
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (unset = off)")
-    parser.add_argument("--auth-tokens-file", type=Path,
-                        help="bearer tokens, one '<read|write>:<token>' a line (or LOOKALIKE_AUTH_TOKENS)")
-    parser.add_argument("--insecure", action="store_true", default=None,
-                        help="serve a non-loopback address without authentication")
-    parser.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="PEM certificate chain (TLS)")
-    parser.add_argument("--tls-key", dest="tls_key_file", type=Path, help="PEM private key (TLS)")
-    parser.add_argument("--tls-client-ca", dest="tls_client_ca_file", type=Path,
-                        help="PEM CA bundle: require client certificates it signed (mTLS)")
+    others = [name for name in fields if name not in SERVE_FLAGS]
+    parser.epilog = "Settings read from the environment only:\n" + "\n".join(
+        f"  LOOKALIKE_{name.upper()}" + ("" if any(word in name for word in _SECRET_SETTINGS)
+                                         else f" (default: {_shown(fields[name].get_default(call_default_factory=True))})")
+        for name in others)
 
 
 class _SecretOnCommandLine(argparse.Action):
@@ -130,15 +309,25 @@ class _SecretOnCommandLine(argparse.Action):
                      "Set LOOKALIKE_QDRANT_API_KEY or pass --qdrant-api-key-file FILE")
 
 
+def _literal_choices(annotation: Any) -> tuple | None:
+    from typing import Literal, get_args, get_origin
+
+    return get_args(annotation) if get_origin(annotation) is Literal else None
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def settings_from(args: argparse.Namespace):
     """Flags win over LOOKALIKE_* variables, which win over defaults."""
     from service.config import Settings
 
-    names = ("host", "port", "data_dir", "model", "pretrained", "device", "precision", "max_batch", "qdrant_url",
-             "qdrant_api_key_file", "collection", "max_message_mb", "torch_threads", "max_batch_wait_ms",
-             "omp_wait_policy", "log_level", "log_format", "metrics_port", "auth_tokens_file", "insecure",
-             "tls_cert_file", "tls_key_file", "tls_client_ca_file")
-    return Settings(**{name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
+    return Settings(**{name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name, None) is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -153,93 +342,6 @@ def _serve(args: argparse.Namespace) -> int:
     from service.server import serve
 
     return asyncio.run(serve(settings))
-
-
-# -- ingest -------------------------------------------------------------------
-
-def _ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from service.client import LookalikeClient
-
-    if not args.images and not args.jsonl:
-        print("give --images DIR and/or --jsonl FILE", file=sys.stderr)
-        return 2
-    sources = []
-    if args.images:
-        sources.append(list(_folder_items(args.images)))
-    if args.jsonl:
-        sources.append(list(_jsonl_items(args.jsonl)))
-    items = [item for source in sources for item in source]
-    with LookalikeClient(args.server) as client, tqdm(total=len(items), unit="item", desc="ingest") as bar:
-        summary = client.upsert(items, batch_size=args.batch_size, on_batch=bar.update)
-    print(f"upserted {summary.upserted}, failed {summary.failed}")
-    for index, item_id, message in summary.errors[:50]:
-        print(f"  #{index} {item_id or '(no id)'}: {message}")
-    if len(summary.errors) > 50:
-        print(f"  ... and {len(summary.errors) - 50} more")
-    return EXIT_PARTIAL if summary.failed else 0
-
-
-def _folder_items(folder: Path) -> Iterator:
-    from service.client import NewItem
-
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            relative = path.relative_to(folder).as_posix()
-            yield NewItem(id=relative, image=path.read_bytes(), payload={"path": relative})
-
-
-def _jsonl_items(path: Path) -> Iterator:
-    from service.client import NewItem
-
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        image = b""
-        if record.get("image"):
-            image_path = (path.parent / record["image"])
-            image = image_path.read_bytes() if image_path.is_file() else b""
-            if not image:
-                print(f"line {number}: image {image_path} not found; sending the item without it", file=sys.stderr)
-        yield NewItem(id=str(record.get("id", "")), image=image, text=record.get("text"),
-                      payload=record.get("payload") or {})
-
-
-# -- search -------------------------------------------------------------------
-
-def _search(args: argparse.Namespace) -> int:
-    from service.client import LookalikeClient
-    from service.filter_expr import parse_filter
-
-    with LookalikeClient(args.server) as client:
-        hits = client.search(text=args.text, image=args.image.read_bytes() if args.image else None,
-                             item_id=args.item_id, target=args.target, filter=parse_filter(args.filter),
-                             limit=args.limit, offset=args.offset, score_threshold=args.threshold)
-    if args.json:
-        for hit in hits:
-            print(json.dumps({"id": hit.id, "score": hit.score, "text": hit.text, "payload": hit.payload}))
-    else:
-        print(format_hits(hits))
-    return 0
-
-
-def format_hits(hits) -> str:
-    rows = [("#", "score", "id", "text", "payload")]
-    for rank, hit in enumerate(hits, start=1):
-        payload = json.dumps(hit.payload, sort_keys=True, separators=(",", ":"))
-        rows.append((str(rank), f"{hit.score:.4f}", hit.id, _clip(hit.text or "", 32), _clip(payload, 70)))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines) if hits else "(no results)"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
     types_pb2 as types_pb,
 )
+from service import wire
 from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, SearchSpec, TextQuery, VectorQuery
 
 DEFAULT_LIMIT = 10
@@ -104,6 +105,10 @@ def vector_to_proto(vector: np.ndarray) -> types_pb.Vector:
     return types_pb.Vector(values=vector.tolist())
 
 
+def embed_inputs(request: embedding_pb.EmbedRequest) -> tuple[list[str], list[bytes]]:
+    return list(request.texts), list(request.images)
+
+
 def embed_response(text_vectors: np.ndarray, image_vectors: np.ndarray, model: str,
                    dim: int) -> embedding_pb.EmbedResponse:
     return embedding_pb.EmbedResponse(
@@ -144,6 +149,7 @@ def items_from_proto(items: Iterable[catalog_pb.ItemInput], first_index: int) ->
 
 
 def upsert_response(outcome: UpsertOutcome) -> catalog_pb.UpsertItemsResponse:
+    """The acknowledgement of one request message: its items stored, and the others with why."""
     return catalog_pb.UpsertItemsResponse(
         upserted=outcome.upserted, failed=len(outcome.errors),
         errors=[catalog_pb.ItemError(id=e.item_id, index=e.index, message=e.message) for e in outcome.errors])
@@ -157,6 +163,11 @@ def item_to_proto(item: StoredItem, with_vectors: bool) -> types_pb.Item:
     if with_vectors and item.text_vector is not None:
         message.text_vector.CopyFrom(vector_to_proto(item.text_vector))
     return message
+
+
+def get_items_from_proto(request: catalog_pb.GetItemsRequest) -> tuple[list[str], bool]:
+    """(ids, with_vectors)."""
+    return list(request.ids), request.with_vectors
 
 
 def get_items_response(items: Sequence[StoredItem], missing: Sequence[str],
@@ -182,32 +193,13 @@ def delete_response(deleted: int) -> catalog_pb.DeleteItemsResponse:
 
 def payload_from_struct(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
     """Struct numbers are all doubles; whole ones become ints so integer matches work."""
-    return {key: _from_value(value, f"{field}.{key}") for key, value in struct.fields.items()}
+    try:
+        return wire.payload_from_struct(struct, field)
+    except wire.NonFiniteNumber as error:
+        raise InvalidArgument(error.field, "numbers must be finite") from None
 
 
-def _from_value(value: struct_pb2.Value, field: str) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return payload_from_struct(value.struct_value, field)
-    if kind == "list_value":
-        return [_from_value(inner, f"{field}[{index}]") for index, inner in enumerate(value.list_value.values)]
-    if kind == "number_value":
-        number = value.number_value
-        if not math.isfinite(number):
-            raise InvalidArgument(field, "numbers must be finite")
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    return None
-
-
-def payload_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    if payload:
-        struct.update(payload)
-    return struct
+payload_to_struct = wire.payload_to_struct
 
 
 # -- filters -----------------------------------------------------------------
@@ -348,6 +340,15 @@ def _offset_from_token(token: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise InvalidArgument("page_token", "not a token this server issued; pass next_page_token unchanged")
+
+
+def profile_from_proto(request: recommendation_pb.GetProfileRequest) -> tuple[str, bool]:
+    """(user_id, with_centroids)."""
+    return request.user_id, request.with_centroids
+
+
+def forget_from_proto(request: recommendation_pb.ForgetUserRequest) -> str:
+    return request.user_id
 
 
 def profile_response(profile: UserProfile, with_centroids: bool) -> recommendation_pb.GetProfileResponse:

@@ -67,7 +67,7 @@ class _Servicer:
 class EmbeddingServicer(_Servicer, embedding_grpc.EmbeddingServiceServicer):
     @rpc
     async def Embed(self, request: embedding_pb.EmbedRequest, context) -> embedding_pb.EmbedResponse:
-        text_vectors, image_vectors = await self._app.embed(list(request.texts), list(request.images))
+        text_vectors, image_vectors = await self._app.embed(*convert.embed_inputs(request))
         return convert.embed_response(text_vectors, image_vectors, self._app.model, self._app.dim)
 
     @streaming_rpc
@@ -81,20 +81,22 @@ class EmbeddingServicer(_Servicer, embedding_grpc.EmbeddingServiceServicer):
 
 
 class CatalogServicer(_Servicer, catalog_grpc.CatalogServiceServicer):
-    @rpc
-    async def UpsertItems(self, request_iterator, context) -> catalog_pb.UpsertItemsResponse:
+    @streaming_rpc
+    async def UpsertItems(self, request_iterator, context) -> AsyncIterator[catalog_pb.UpsertItemsResponse]:
         async def messages():
             next_index = 0
             async for request in request_iterator:
                 yield convert.items_from_proto(request.items, next_index)
                 next_index += len(request.items)
 
-        return convert.upsert_response(await self._app.upsert_stream(messages()))
+        async for outcome in self._app.upsert_stream(messages()):
+            yield convert.upsert_response(outcome)
 
     @rpc
     async def GetItems(self, request: catalog_pb.GetItemsRequest, context) -> catalog_pb.GetItemsResponse:
-        items, missing = await self._app.get(list(request.ids), request.with_vectors)
-        return convert.get_items_response(items, missing, request.with_vectors)
+        ids, with_vectors = convert.get_items_from_proto(request)
+        items, missing = await self._app.get(ids, with_vectors)
+        return convert.get_items_response(items, missing, with_vectors)
 
     @rpc
     async def DeleteItems(self, request: catalog_pb.DeleteItemsRequest, context) -> catalog_pb.DeleteItemsResponse:
@@ -127,9 +129,10 @@ class RecommendationServicer(_Servicer, recommendation_grpc.RecommendationServic
     @rpc
     async def GetProfile(self, request: recommendation_pb.GetProfileRequest,
                          context) -> recommendation_pb.GetProfileResponse:
-        return convert.profile_response(await self._app.profile(request.user_id), request.with_centroids)
+        user_id, with_centroids = convert.profile_from_proto(request)
+        return convert.profile_response(await self._app.profile(user_id), with_centroids)
 
     @rpc
     async def ForgetUser(self, request: recommendation_pb.ForgetUserRequest,
                          context) -> recommendation_pb.ForgetUserResponse:
-        return convert.forget_response(await self._app.forget_user(request.user_id))
+        return convert.forget_response(await self._app.forget_user(convert.forget_from_proto(request)))

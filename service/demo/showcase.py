@@ -68,8 +68,9 @@ def _attributes(item: DemoItem, keys: Sequence[str]) -> dict[str, str]:
 def run(items: int, seed: int, output: Path, data_dir: Path | None, top_k: int) -> int:
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lookalike-demo-") as scratch:
+        # The default collection, so `lookalike serve --model demo --data-dir <the same folder>` finds these items.
         settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir or Path(scratch), model="demo",
-                            pretrained="", collection="demo")
+                            pretrained="")
         print(f"starting the server in-process: model 'demo', embedded Qdrant in {settings.data_dir}")
         started = time.monotonic()
         with BackgroundServer(settings) as server, LookalikeClient(server.target, timeout=120) as client:
@@ -81,6 +82,11 @@ def run(items: int, seed: int, output: Path, data_dir: Path | None, top_k: int) 
     precision = sum(s.matches for s in sections) / max(1, sum(len(s.hits) for s in sections))
     print(f"\noverall: {precision:.0%} of the top-{top_k} results match their query "
           f"({time.monotonic() - started:.0f}s). Contact sheet: {sheet}")
+    if data_dir is not None:
+        print(f"serve these items: lookalike serve --model demo --data-dir {data_dir}")
+    else:
+        print("the catalog lived in a temporary folder; keep it with --data-dir DIR, then "
+              "`lookalike serve --model demo --data-dir DIR`")
     return 0
 
 
@@ -88,7 +94,7 @@ def _ingest(client: LookalikeClient, items: list[DemoItem]) -> dict[str, DemoIte
     new_items = (NewItem(id=item.item_id, image=item.png_bytes(), text=item.caption, payload=item.payload)
                  for item in items)
     with tqdm(total=len(items), unit="item", desc="ingest over gRPC") as bar:
-        summary = client.upsert(new_items, batch_size=64, on_batch=bar.update)
+        summary = client.upsert(new_items, batch_size=64, on_ack=lambda ack: bar.update(ack.upserted + ack.failed))
     print(f"ingested {summary.upserted} items ({summary.failed} failed)")
     return {item.item_id: item for item in items}
 

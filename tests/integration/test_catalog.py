@@ -28,20 +28,20 @@ def test_upsert_embeds_images_and_texts_and_get_returns_them(client, tiny_embedd
     by_id = {item.id: item for item in reply.items}
     assert [item.id for item in reply.items] == ["both", "photo", "caption"]
     assert list(reply.missing_ids) == ["nope"]
-    assert by_id["photo"].has_image and not by_id["photo"].HasField("text")
+    assert by_id["photo"].has_image and by_id["photo"].text is None
     assert by_id["photo"].payload["price"] == 12 and list(by_id["photo"].payload["tags"]) == ["a", "b"]
     assert not by_id["caption"].has_image and by_id["caption"].text == "a blue square"
-    assert not by_id["caption"].HasField("image_vector")
-    np.testing.assert_allclose(by_id["photo"].image_vector.values, tiny_embedder.embed_images([png("red")])[0],
+    assert by_id["caption"].image_vector is None
+    np.testing.assert_allclose(by_id["photo"].image_vector, tiny_embedder.embed_images([png("red")])[0],
                                atol=1e-5)
-    np.testing.assert_allclose(by_id["both"].text_vector.values, tiny_embedder.embed_texts(["a green thing"])[0],
+    np.testing.assert_allclose(by_id["both"].text_vector, tiny_embedder.embed_texts(["a green thing"])[0],
                                atol=1e-5)
 
 
 def test_get_without_vectors_leaves_them_out(client):
     client.upsert([NewItem(id="x", text="hello")])
     item = client.get(["x"]).items[0]
-    assert not item.HasField("text_vector")
+    assert item.text_vector is None and item.image_vector is None
 
 
 def test_reupserting_an_id_replaces_the_item_instead_of_adding_one(client):
@@ -60,8 +60,8 @@ def test_precomputed_vectors_are_stored_as_given(client, tiny_embedder):
     client.upsert([NewItem(id="vec", image_vector=vector, text="words are not embedded when a vector is given",
                            text_vector=vector)])
     item = client.get(["vec"], with_vectors=True).items[0]
-    np.testing.assert_allclose(item.image_vector.values, vector, atol=1e-6)
-    np.testing.assert_allclose(item.text_vector.values, vector, atol=1e-6)
+    np.testing.assert_allclose(item.image_vector, vector, atol=1e-6)
+    np.testing.assert_allclose(item.text_vector, vector, atol=1e-6)
 
 
 def test_one_bad_item_never_sinks_the_batch_and_each_error_names_the_item(client, tiny_embedder):

@@ -113,6 +113,26 @@ def test_page_tokens_walk_the_same_ranking_without_repeats(client, kinds_catalog
     assert first.next_page_token and first.ids + second.ids == full[:20]
 
 
+@pytest.mark.parametrize("strategy", ["multi_interest", "qdrant_average", "popular"])
+def test_a_page_token_is_issued_only_when_another_page_exists(client, kinds_catalog, strategy):
+    client.record_events(events("pat", "red-circle", range(0, 5), "like"))
+    blue = t.Filter(must=[t.Condition(field=t.FieldCondition(key="kind", keyword="blue-square"))])
+
+    whole = client.recommend("pat", limit=PER_KIND, filter=blue, strategy=strategy)
+    assert len(whole.ids) == PER_KIND and whole.next_page_token == "", "a full page of everything: no next page"
+
+    pages, token = [], ""
+    while True:
+        page = client.recommend("pat", limit=10, filter=blue, strategy=strategy, page_token=token)
+        pages.append(page.ids)
+        token = page.next_page_token
+        if not token:
+            break
+        assert len(pages) < 5, "tokens never stop"
+    assert [len(ids) for ids in pages] == [10, 10, 5]
+    assert sorted(sum(pages, [])) == sorted(whole.ids)
+
+
 def test_cold_start_falls_back_to_popularity_within_the_filter(client, kinds_catalog):
     for user in ("p1", "p2", "p3"):
         client.record_events(events(user, "blue-square", [1, 2], "purchase") + events(user, "green-star", [3], "view"))

@@ -19,7 +19,8 @@ from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
     search_service_pb2_grpc as search_grpc,
 )
-from service.cli import _parser, settings_from
+from service.cli import build_parser, main, settings_from
+from service.client import LookalikeClient, NewItem
 from service.config import Settings
 from service.security import Scope, TokenTable, load_tokens, parse_tokens
 from tests.support import ServerThread, deps_with, settings_for
@@ -71,7 +72,7 @@ def test_tokens_and_scopes_decide_every_rpc_but_health(authed_server):
 
         assert list(search.Search(query, metadata=bearer(READ_TOKEN)).results) == []
         with pytest.raises(grpc.RpcError) as raised:
-            catalog.UpsertItems(iter(upsert_request()), metadata=bearer(READ_TOKEN))
+            list(catalog.UpsertItems(iter(upsert_request()), metadata=bearer(READ_TOKEN)))
         assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "write" in raised.value.details()
         assert code_of(lambda: users.ForgetUser(recommendation_pb.ForgetUserRequest(user_id="u"),
@@ -79,7 +80,7 @@ def test_tokens_and_scopes_decide_every_rpc_but_health(authed_server):
         delete_all = catalog_pb.DeleteItemsRequest(ids=catalog_pb.ItemIds(ids=["a"]))
         assert code_of(lambda: catalog.DeleteItems(delete_all)) is grpc.StatusCode.UNAUTHENTICATED
 
-        assert catalog.UpsertItems(iter(upsert_request()), metadata=bearer(WRITE_TOKEN)).upserted == 1
+        assert next(catalog.UpsertItems(iter(upsert_request()), metadata=bearer(WRITE_TOKEN))).upserted == 1
         # write includes read
         read_back = catalog.GetItems(catalog_pb.GetItemsRequest(ids=["a"]), metadata=bearer(WRITE_TOKEN))
         assert [item.id for item in read_back.items] == ["a"]
@@ -96,8 +97,8 @@ def test_tokens_from_the_environment_variable(tmp_path, tiny_embedder, monkeypat
     with ServerThread(settings, deps_with(settings, tiny_embedder)) as server, \
             grpc.insecure_channel(server.target) as channel:
         catalog = catalog_grpc.CatalogServiceStub(channel)
-        assert code_of(lambda: catalog.UpsertItems(iter(upsert_request()))) is grpc.StatusCode.UNAUTHENTICATED
-        assert catalog.UpsertItems(iter(upsert_request()), metadata=bearer(WRITE_TOKEN)).upserted == 1
+        assert code_of(lambda: list(catalog.UpsertItems(iter(upsert_request())))) is grpc.StatusCode.UNAUTHENTICATED
+        assert next(catalog.UpsertItems(iter(upsert_request()), metadata=bearer(WRITE_TOKEN))).upserted == 1
 
 
 def test_token_entries_are_checked():
@@ -172,6 +173,31 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(tmp_path, tiny_emb
         assert health_over(server.target, with_certificate) == "SERVING"
 
 
+def test_the_client_and_the_cli_send_the_token_over_tls(tmp_path, tiny_embedder, certificates, token_file,
+                                                         monkeypatch, capsys):
+    settings = settings_for(tmp_path, tls_cert_file=certificates / "server.pem",
+                            tls_key_file=certificates / "server.key", auth_tokens_file=token_file)
+    ca = certificates / "ca.pem"
+    with ServerThread(settings, deps_with(settings, tiny_embedder)) as server:
+        with LookalikeClient(server.target, token=WRITE_TOKEN, tls_ca_file=ca, timeout=10) as client:
+            assert client.upsert([NewItem(id="secret-sku", text="a red dress")]).upserted == 1
+        with LookalikeClient(server.target, token=READ_TOKEN, tls_ca_file=ca, timeout=10, retries=0) as reader:
+            assert [item.id for item in reader.get(["secret-sku"]).items] == ["secret-sku"]
+            with pytest.raises(grpc.RpcError) as raised:
+                reader.delete(ids=["secret-sku"])
+            assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+        cli = ["get", "secret-sku", "--server", server.target, "--tls-ca", str(ca), "--json"]
+        assert main(cli) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        token_path = tmp_path / "my-token"
+        token_path.write_text(READ_TOKEN + "\n")
+        assert main([*cli, "--token-file", str(token_path)]) == 0
+        assert "secret-sku" in capsys.readouterr().out
+        monkeypatch.setenv("LOOKALIKE_TOKEN", READ_TOKEN)
+        assert main(cli) == 0
+
+
 def test_tls_settings_come_in_pairs(tmp_path, certificates):
     with pytest.raises(ValueError, match="both"):
         Settings(data_dir=tmp_path, tls_cert_file=certificates / "server.pem")
@@ -206,7 +232,7 @@ def test_a_busy_port_is_an_error_not_a_shared_port(tmp_path, tiny_embedder):
 # -- secrets off the command line --------------------------------------------------
 
 def test_secrets_come_from_files_or_the_environment_never_flags(tmp_path, monkeypatch, capsys):
-    parser = _parser()
+    parser = build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--qdrant-api-key", "visible-in-ps"])
     refusal = capsys.readouterr().err

@@ -178,7 +178,8 @@ def test_dockerfile_bases_are_pinned_python_311(dockerfile):
 
 
 def _pin(name: str) -> str:
-    for requirement in PYPROJECT["project"]["dependencies"]:
+    requirements = PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["server"]
+    for requirement in requirements:
         match = re.fullmatch(rf"{name}==(\S+)", requirement)
         if match:
             return match.group(1)

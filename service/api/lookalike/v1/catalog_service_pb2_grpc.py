@@ -35,7 +35,7 @@ class CatalogServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.UpsertItems = channel.stream_unary(
+        self.UpsertItems = channel.stream_stream(
                 '/lookalike.v1.CatalogService/UpsertItems',
                 request_serializer=lookalike_dot_v1_dot_catalog__service__pb2.UpsertItemsRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_catalog__service__pb2.UpsertItemsResponse.FromString,
@@ -58,7 +58,9 @@ class CatalogServiceServicer:
 
     def UpsertItems(self, request_iterator, context):
         """Adds or replaces items, streamed in batches. Idempotent by item id; one
-        bad item is reported and never sinks the rest.
+        bad item is reported and never sinks the rest. Each request message is
+        acknowledged, in order, by one response once its items are stored or
+        rejected, so a caller's progress follows what the server has done.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,7 +83,7 @@ class CatalogServiceServicer:
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'UpsertItems': grpc.stream_unary_rpc_method_handler(
+            'UpsertItems': grpc.stream_stream_rpc_method_handler(
                     servicer.UpsertItems,
                     request_deserializer=lookalike_dot_v1_dot_catalog__service__pb2.UpsertItemsRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_catalog__service__pb2.UpsertItemsResponse.SerializeToString,
@@ -119,7 +121,7 @@ class CatalogService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_unary(
+        return grpc.experimental.stream_stream(
             request_iterator,
             target,
             '/lookalike.v1.CatalogService/UpsertItems',
