@@ -65,3 +65,27 @@ def test_the_guide_names_only_real_settings():
 def test_the_guide_links_resolve():
     for target in re.findall(r"\]\((?!https?:|#)([^)#]+)", DOC.read_text()):
         assert (DOC.parent / target).exists(), target
+
+
+def _documented_metrics() -> set[str]:
+    text = DOC.read_text()
+    table = text.split("<!-- metrics:start -->", 1)[1].split("<!-- metrics:end -->", 1)[0]
+    return set(re.findall(r"^\| `(lookalike_\w+)`", table, re.MULTILINE))
+
+
+def test_every_metric_the_server_exports_is_explained():
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    # What a scrape of a fresh server lists (HELP lines appear before any sample) ...
+    exposition = generate_latest(Metrics().registry).decode()
+    exported = {name for name in re.findall(r"^# HELP (lookalike_\w+)", exposition, re.MULTILINE)
+                if not name.endswith("_created")}  # prometheus_client's creation timestamps
+    # ... plus the collectors that read the batching scheduler at scrape time.
+    source = (ROOT / "service" / "metrics.py").read_text()
+    exported |= {f"{name}_total" for name in re.findall(r'CounterMetricFamily\(\s*"(lookalike_\w+)"', source)}
+    exported |= set(re.findall(r'GaugeMetricFamily\(\s*"(lookalike_\w+)"', source))
+    documented = _documented_metrics()
+    assert exported - documented == set(), "explain these metrics in docs/operations.md"
+    assert documented - exported == set(), "docs/operations.md explains metrics the server no longer has"
