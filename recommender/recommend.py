@@ -80,19 +80,23 @@ class Recommender:
     # -- recommendations --------------------------------------------------
 
     def recommend(self, query: RecommendQuery) -> Recommendations:
-        history = self.history(query.user_id)
-        profile = self.profile(query.user_id, history)
-        excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
+        """Each strategy does only the profile work it uses: popularity reads the seen
+        items and nothing more; single_centroid clusters once, into one interest."""
         # One more than the page: a next page is announced only when it has an item.
         wanted = query.offset + query.limit + 1
-        if query.strategy is Strategy.POPULAR or profile.is_cold:
-            items = self._popular(query, excluded, wanted)
-            return _page(items, query, Strategy.POPULAR, cold_start=profile.is_cold)
+        if query.strategy is Strategy.POPULAR:
+            seen = self.seen_item_ids(query.user_id)
+            items = self._popular(query, sorted(seen) if query.exclude_seen else [], wanted)
+            # Without a profile, "too little history" can only mean none at all.
+            return _page(items, query, Strategy.POPULAR, cold_start=not seen)
+        max_interests = 1 if query.strategy is Strategy.SINGLE_CENTROID else None
+        profile = self.profile(query.user_id, max_interests=max_interests)
+        excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
+        if profile.is_cold:
+            return _page(self._popular(query, excluded, wanted), query, Strategy.POPULAR, cold_start=True)
         if query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE):
             items = self._native(query, profile, excluded, wanted)
         else:
-            if query.strategy is Strategy.SINGLE_CENTROID:
-                profile = self.profile(query.user_id, history, max_interests=1)
             items = self._from_interests(query, profile, excluded, wanted)
         return _page(items, query, query.strategy, cold_start=False)
 

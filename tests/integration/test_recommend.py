@@ -247,3 +247,46 @@ def test_bad_recommend_requests_are_invalid_argument(client, kinds_catalog, kwar
         client.recommend(**kwargs)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert needle in raised.value.details()
+
+
+def test_a_profile_follows_the_weight_of_strong_single_items(client, kinds_catalog):
+    """30 views of one kind (weight 9) and 4 purchases of another (weight 20)."""
+    history = [UserEvent("nia", f"red-circle-{n % PER_KIND:02d}", "view", timestamp=NOW - timedelta(hours=60 - n))
+               for n in range(30)] + events("nia", "blue-square", range(4), "purchase", start_hours_ago=20)
+    client.record_events(history)
+
+    profile = client.profile("nia")
+    assert [{kind_of(i) for i in interest.item_ids} for interest in profile.interests] == [
+        {"blue-square"}, {"red-circle"}]
+    assert profile.interests[0].importance == pytest.approx(20 / 29, abs=0.03)  # views are older: more decay
+    # Every red circle was seen, so the viewed taste's 3 slots go to its nearest unseen items.
+    result = client.recommend("nia", limit=10)
+    assert Counter(item.interest_index for item in result.items) == Counter({0: 7, 1: 3})
+    assert Counter(kind_of(item.id) for item in result.items if item.interest_index == 0) == Counter(
+        {"blue-square": 7})
+
+
+@pytest.fixture
+def profile_builds(monkeypatch):
+    """Each profile the recommender builds, by its max_interests (the real function runs)."""
+    from recommender import recommend
+
+    calls: list[int] = []
+    real = recommend.build_profile
+
+    def counted(user_id, events, vectors, now, config):
+        calls.append(config.max_interests)
+        return real(user_id, events, vectors, now, config)
+
+    monkeypatch.setattr(recommend, "build_profile", counted)
+    return calls
+
+
+@pytest.mark.parametrize("strategy, builds", [
+    ("popular", []), ("single_centroid", [1]), ("multi_interest", [5]), ("qdrant_average", [5]),
+])
+def test_each_strategy_builds_only_the_profile_it_uses(client, kinds_catalog, profile_builds, strategy, builds):
+    client.record_events(events("oz", "red-circle", range(0, 6), "like") + events("oz", "green-star", range(6), "like"))
+    result = client.recommend("oz", limit=5, strategy=strategy)
+    assert result.strategy == strategy and not result.cold_start
+    assert profile_builds == builds

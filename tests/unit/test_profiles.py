@@ -385,3 +385,31 @@ def test_a_light_but_distinct_taste_keeps_its_own_interest():
     for label in range(3):
         members = {int(labels[i]) for i in range(len(truth)) if truth[i] == label}
         assert len(members) == 1
+
+
+def test_strong_single_items_join_their_taste_so_the_profile_follows_the_weight():
+    """30 views of one taste (weight 9) and 4 purchases of another (20): the purchases
+    were four one-item interests beside the views, which looked like the main taste."""
+    rng = np.random.default_rng(5)
+    viewed, bought = random_direction(rng), random_direction(rng)
+    vectors, events = {}, []
+    for i, vector in enumerate(taste(rng, viewed, 25)):
+        vectors[f"v{i}"] = vector
+    for i, vector in enumerate(taste(rng, bought, 4)):
+        vectors[f"p{i}"] = vector
+        events.append(event(f"p{i}", EventType.PURCHASE))
+    events += [event(f"v{n % 25}", EventType.VIEW, days_ago=0) for n in range(30)]
+
+    profile = build_profile("u1", events, vectors, NOW)
+    assert [sorted({item[0] for item in interest.item_ids}) for interest in profile.interests] == [["p"], ["v"]]
+    assert profile.interests[0].importance == pytest.approx(20 / 29)
+
+
+def test_a_strong_single_item_of_a_distinct_taste_keeps_its_own_interest():
+    rng = np.random.default_rng(6)
+    main, other = random_direction(rng), random_direction(rng)
+    vectors = {f"m{i}": vector for i, vector in enumerate(taste(rng, main, 12))}
+    vectors["lone"] = other.astype(np.float32)
+    events = [event(f"m{i}", EventType.CLICK) for i in range(12)] + [event("lone", EventType.PURCHASE)]
+    profile = build_profile("u1", events, vectors, NOW)
+    assert sorted(tuple(interest.item_ids) == ("lone",) for interest in profile.interests) == [False, True]
