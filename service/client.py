@@ -32,7 +32,7 @@ from service.api.lookalike.v1 import (
 )
 from service.client_messages import (  # noqa: F401 - the client's public types live here too
     EVENT_TYPES, STRATEGIES, TARGETS, Embeddings, FilterLike, Hit, InterestInfo, Item, ItemFailure, ItemsFound,
-    NewItem, Profile, RecommendResult, Recommended, RecordSummary, UpsertAck, UpsertSummary, UserEvent,
+    NewItem, Profile, RecommendResult, Recommended, RecordSummary, StreamedVector, UpsertAck, UpsertSummary, UserEvent,
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -141,11 +141,11 @@ class LookalikeClient:
         """
         return m.parse_embed(self._unary(self._embedding.Embed, m.embed_request(texts, images)))
 
-    def embed_stream(self, inputs: Iterable[tuple[str, str | bytes]]) -> Iterator[tuple[str, list[float]]]:
-        """Bulk embedding: (key, text or image bytes) in, (key, vector) out, in order, as they are computed.
+    def embed_stream(self, inputs: Iterable[tuple[str, str | bytes]]) -> Iterator[StreamedVector]:
+        """Bulk embedding: (key, text or image bytes) in, (key, vector, model) out, in order, as they are computed.
 
         Example:
-            >>> for key, vector in client.embed_stream([("a", "a red dress"), ("b", open("b.png", "rb").read())]):
+            >>> for key, vector, model in client.embed_stream([("a", "a red dress"), ("b", open("b.png", "rb").read())]):
             ...     print(key, len(vector))
         """
         requests = (m.embed_stream_request(key, value) for key, value in inputs)
@@ -342,5 +342,5 @@ def _retry_config(retries: int) -> str:
 
 
 __all__ = ["LookalikeClient", "NewItem", "UserEvent", "Hit", "Item", "ItemsFound", "UpsertSummary", "UpsertAck", "ItemFailure",
-           "Embeddings", "RecordSummary", "RecommendResult", "Recommended", "Profile", "InterestInfo",
+           "Embeddings", "StreamedVector", "RecordSummary", "RecommendResult", "Recommended", "Profile", "InterestInfo",
            "EVENT_TYPES", "STRATEGIES", "TARGETS", "types_pb"]

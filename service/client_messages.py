@@ -134,6 +134,14 @@ class UpsertSummary:
 UpsertAck = UpsertSummary
 
 
+class StreamedVector(NamedTuple):
+    """One reply of a bulk embedding stream."""
+
+    key: str
+    vector: list[float]
+    model: str
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """Unit vectors as lists of floats (`numpy.asarray(e.text_vectors)` gives a matrix)."""
@@ -298,8 +306,8 @@ def parse_embed(reply: embedding_pb.EmbedResponse) -> Embeddings:
                       image_vectors=[list(v.values) for v in reply.image_vectors], model=reply.model, dim=reply.dim)
 
 
-def parse_embed_stream(reply: embedding_pb.EmbedStreamResponse) -> tuple[str, list[float]]:
-    return reply.key, list(reply.vector.values)
+def parse_embed_stream(reply: embedding_pb.EmbedStreamResponse) -> StreamedVector:
+    return StreamedVector(reply.key, list(reply.vector.values), reply.model)
 
 
 def parse_upsert(reply: catalog_pb.UpsertItemsResponse) -> UpsertSummary:

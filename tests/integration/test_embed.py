@@ -53,7 +53,8 @@ def test_embed_stream_answers_every_input_in_order(client, tiny_embedder):
     inputs = [("t1", "a red circle"), ("i1", png("red")), ("t2", "a blue square")]
     replies = list(client.embed_stream(inputs))
 
-    assert [key for key, _ in replies] == ["t1", "i1", "t2"]
+    assert [reply.key for reply in replies] == ["t1", "i1", "t2"]
+    assert all(reply.model == "lookalike-tiny/random-init(seed=0)" for reply in replies)
     np.testing.assert_allclose(replies[1][1], tiny_embedder.embed_images([png("red")])[0], atol=1e-5)
 
 
@@ -72,8 +73,8 @@ def test_embed_stream_batches_a_bulk_stream_and_keeps_its_order(server, client, 
 
     replies = list(client.embed_stream(inputs))
 
-    assert [key for key, _ in replies] == [key for key, _ in inputs]
-    for (key, value), (_, vector) in zip(inputs, replies):
+    assert [reply.key for reply in replies] == [key for key, _ in inputs]
+    for (key, value), (_, vector, _) in zip(inputs, replies):
         want = (tiny_embedder.embed_texts([value]) if isinstance(value, str) else tiny_embedder.embed_images([value]))
         np.testing.assert_allclose(vector, want[0], atol=1e-5)
     assert sum(batcher.stats.batches.values()) - batches_before < len(inputs)
