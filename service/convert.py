@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from google.protobuf import struct_pb2
