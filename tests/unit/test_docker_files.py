@@ -187,6 +187,18 @@ def _pin(name: str) -> str:
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_install_the_server_not_just_the_client(dockerfile):
+    """The base install is the light client; `lookalike serve` needs the extra that brings the model."""
+    installs = re.findall(r"pip install ['\"]?\.(\[[\w,]+\])?['\"]?(?:\s|$)", (DOCKER / dockerfile).read_text())
+    assert len(installs) == 1, "one install of the project"
+    extras = installs[0].strip("[]").split(",") if installs[0] else []
+    optional = PYPROJECT["project"].get("optional-dependencies", {})
+    brought = [requirement for extra in extras for requirement in optional.get(extra, [])]
+    assert any(requirement.startswith("torch==") for requirement in brought), \
+        f"{dockerfile} installs the project without the extra that has the server's dependencies"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
 def test_dockerfiles_install_the_torch_pair_pyproject_pins(dockerfile):
     text = (DOCKER / dockerfile).read_text()
     assert set(re.findall(r"\btorch==(\S+)", text)) == {_pin("torch")}
