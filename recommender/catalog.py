@@ -199,14 +199,18 @@ class Catalog:
             responses = self._client.query_batch_points(self._collection, requests=requests)
         return [[self._scored(point, space) for point in response.points] for response in responses]
 
-    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+    def recommend_native(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], best_score: bool,
                          space: VectorSpace, filter_: Filter | None, params: SearchParams,
                          exclude_ids: Sequence[str] = ()) -> list[Scored]:
-        """Qdrant's own recommend API (average_vector or best_score): a baseline to measure against."""
+        """Qdrant's own recommend API (average_vector or best_score): a baseline to measure against.
+
+        Examples are vectors, so only `exclude_ids` are left out (by ids Qdrant drops the examples too)."""
+        if not positives:
+            return []
         strategy = models.RecommendStrategy.BEST_SCORE if best_score else models.RecommendStrategy.AVERAGE_VECTOR
         query = models.RecommendQuery(recommend=models.RecommendInput(
-            positive=[point_id(i) for i in positive_ids], negative=[point_id(i) for i in negative_ids] or None,
-            strategy=strategy))
+            positive=[vector.tolist() for vector in positives],
+            negative=[vector.tolist() for vector in negatives] or None, strategy=strategy))
         with self._translated():
             response = self._client.query_points(
                 self._collection, query=query, using=space.value,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,12 +90,13 @@ class Recommender:
             # Without a profile, "too little history" can only mean none at all.
             return _page(items, query, Strategy.POPULAR, cold_start=not seen)
         max_interests = 1 if query.strategy is Strategy.SINGLE_CENTROID else None
-        profile = self.profile(query.user_id, max_interests=max_interests)
+        history = self.history(query.user_id)
+        profile = self.profile(query.user_id, history, max_interests=max_interests)
         excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
         if profile.is_cold:
             return _page(self._popular(query, excluded, wanted), query, Strategy.POPULAR, cold_start=True)
         if query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE):
-            items = self._native(query, profile, excluded, wanted)
+            items = self._native(query, profile, history.vectors, excluded, wanted)
         else:
             items = self._from_interests(query, profile, excluded, wanted)
         return _page(items, query, query.strategy, cold_start=False)
@@ -119,11 +120,13 @@ class Recommender:
                                 _because(interests[entry.interest_index], query, self._config.explain_items))
                 for entry in ranked]
 
-    def _native(self, query: RecommendQuery, profile: UserProfile, excluded: Sequence[str],
-                wanted: int) -> list[Recommendation]:
+    def _native(self, query: RecommendQuery, profile: UserProfile, vectors: Mapping[str, np.ndarray],
+                excluded: Sequence[str], wanted: int) -> list[Recommendation]:
+        """Qdrant's recommend, given the examples' vectors rather than their ids: by ids it
+        would always leave the examples out, and include_seen could not bring them back."""
         limit = self._config.native_max_examples
-        positives = _strongest_items(profile.interests, limit)
-        negatives = _strongest_items(profile.negatives, limit)
+        positives = [vectors[item_id] for item_id in _strongest_items(profile.interests, limit)]
+        negatives = [vectors[item_id] for item_id in _strongest_items(profile.negatives, limit)]
         hits = self._catalog.recommend_native(
             positives, negatives, best_score=query.strategy is Strategy.QDRANT_BEST_SCORE, space=self._config.space,
             filter_=query.filter, params=SearchParams(limit=wanted), exclude_ids=excluded)

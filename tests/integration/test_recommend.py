@@ -290,3 +290,16 @@ def test_each_strategy_builds_only_the_profile_it_uses(client, kinds_catalog, pr
     result = client.recommend("oz", limit=5, strategy=strategy)
     assert result.strategy == strategy and not result.cold_start
     assert profile_builds == builds
+
+
+@pytest.mark.parametrize("strategy", ["multi_interest", "single_centroid", "qdrant_average", "qdrant_best_score",
+                                      "popular"])
+def test_include_seen_is_honoured_by_every_strategy(client, kinds_catalog, strategy):
+    history = events("pia", "red-circle", range(0, 5), "purchase")
+    client.record_events(history + events("pop", "red-circle", range(0, 5), "purchase"))  # popular items too
+    seen = {event.item_id for event in history}
+
+    without = client.recommend("pia", limit=10, strategy=strategy, diversity=0.0)
+    assert not seen & set(without.ids)
+    with_seen = client.recommend("pia", limit=10, strategy=strategy, diversity=0.0, include_seen=True)
+    assert with_seen.strategy == strategy and seen & set(with_seen.ids)
