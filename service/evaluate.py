@@ -24,7 +24,15 @@ import numpy as np
 
 from recommender.evaluation.metrics import RECALL_K, EvaluationResult, evaluate
 from recommender.evaluation.oracle import taste_oracle
-from recommender.evaluation.report import check_targets, format_markdown, format_table, format_targets, to_json
+from recommender.evaluation.report import (
+    check_targets,
+    format_markdown,
+    format_table,
+    format_targets,
+    hit_rate_checks,
+    pool_user_hits,
+    to_json,
+)
 from recommender.evaluation.simulate import (
     SimulatedUser,
     SimulationConfig,
@@ -91,8 +99,8 @@ def run_evaluation(settings: EvalSettings) -> EvalRun:
     started = time.perf_counter()
     catalog = generate_catalog(settings.items, seed=settings.seed, split=CATALOG_SPLIT)
     attributes = {item.item_id: dict(item.attributes) for item in catalog}
-    embedder = _load_model(settings)
-    vectors = _embed_catalog(embedder, catalog, settings)
+    embedder = load_model(settings)
+    vectors = embed_catalog(embedder, catalog, settings)
     seconds["embed"] = time.perf_counter() - started
     agreement = taste_agreement(vectors, attributes, settings.taste_axes)
 
@@ -129,7 +137,7 @@ def _run_engine(embedder, catalog: Sequence, vectors: dict[str, np.ndarray], spl
     return result
 
 
-def _load_model(settings: EvalSettings):
+def load_model(settings: EvalSettings):
     from service.embedding import ModelSpec, load_embedder
 
     try:
@@ -141,7 +149,7 @@ def _load_model(settings: EvalSettings):
     return load_embedder(spec, device="cpu", max_batch=settings.batch_size)
 
 
-def _embed_catalog(embedder, catalog: Sequence, settings: EvalSettings) -> dict[str, np.ndarray]:
+def embed_catalog(embedder, catalog: Sequence, settings: EvalSettings) -> dict[str, np.ndarray]:
     """Image vectors through the embedder's own decode and preprocessing, as the
     service would compute them from uploaded PNG bytes."""
     from tqdm import tqdm
@@ -229,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--taste-axes", default=",".join(EvalSettings.taste_axes),
                         help="item attributes whose combinations are the simulated tastes (comma-separated)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--pool", type=Path, nargs="+", metavar="RESULTS_JSON",
+                        help="run nothing: pool the per-user hits of earlier runs' JSON files (e.g. one per seed) "
+                             "and print the hit-rate targets over all their users")
     return parser
 
 
@@ -239,8 +250,23 @@ def _axes(text: str) -> tuple[str, ...]:
     return axes
 
 
+def pool(paths: Sequence[Path]) -> str:
+    """Hit rates and targets over the users of several runs, as printed by `--pool`."""
+    hits = pool_user_hits([json.loads(Path(path).read_text()) for path in paths])
+    lines = [f"{len(next(iter(hits.values()), []))} users pooled from {len(paths)} runs"]
+    lines += [f"{name}: hit_rate@10 {np.mean(values):.3f}" for name, values in hits.items()]
+    return "\n".join([*lines, format_targets(hit_rate_checks(hits))])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.pool:
+        try:
+            print(pool(args.pool))
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: cannot pool {[str(p) for p in args.pool]}: {error!r}", file=sys.stderr)
+            return 1
+        return 0
     try:
         settings = EvalSettings(items=args.items, users=args.users, seed=args.seed, model=args.model,
                                 pretrained=args.pretrained, batch_size=args.batch_size,

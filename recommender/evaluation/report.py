@@ -37,20 +37,39 @@ def check_targets(result: EvaluationResult) -> list[TargetCheck]:
     ours = by_name.get("multi_interest")
     if ours is None:
         return []
-    checks = []
-    for baseline_name, factor in HIT_RATE_TARGETS:
-        baseline = by_name.get(baseline_name)
-        if baseline is None:
-            continue
-        value = ratio(np.mean(ours.user_hits) if ours.user_hits else 0.0,
-                       np.mean(baseline.user_hits) if baseline.user_hits else 0.0)
-        checks.append(TargetCheck(f"multi_interest hit_rate@10 >= {factor:g} x {baseline_name}", value, factor,
-                                  value >= factor, paired_ratio_interval(ours.user_hits, baseline.user_hits)))
+    checks = hit_rate_checks({name: r.user_hits for name, r in by_name.items()})
     disliked = ours.metrics["disliked_share@10"]
     checks.append(TargetCheck(f"multi_interest disliked_share@10 < {MAX_DISLIKED_SHARE:.0%}", disliked,
                               MAX_DISLIKED_SHARE, disliked < MAX_DISLIKED_SHARE))
     return checks
 
+
+def hit_rate_checks(user_hits: Mapping[str, Sequence[float]]) -> list[TargetCheck]:
+    """The hit-rate ratio bars from per-user hits (one list per strategy, users in one order)."""
+    ours = user_hits.get("multi_interest")
+    if ours is None:
+        return []
+    checks = []
+    for baseline_name, factor in HIT_RATE_TARGETS:
+        baseline = user_hits.get(baseline_name)
+        if baseline is None:
+            continue
+        value = ratio(float(np.mean(ours)) if len(ours) else 0.0, float(np.mean(baseline)) if len(baseline) else 0.0)
+        checks.append(TargetCheck(f"multi_interest hit_rate@10 >= {factor:g} x {baseline_name}", value, factor,
+                                  value >= factor, paired_ratio_interval(ours, baseline)))
+    return checks
+
+
+def pool_user_hits(records: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Concatenate the per-user hits of several runs' JSON records (e.g. one per seed), per strategy.
+
+    Only strategies present in every record are kept, so the lists stay paired user by user.
+    """
+    if not records:
+        raise ValueError("no records to pool")
+    names = [name for name in records[0]["strategies"] if all(name in r["strategies"] for r in records)]
+    return {name: [hit for record in records for hit in record["strategies"][name]["user_hits@10"]]
+            for name in names}
 
 
 def format_table(result: EvaluationResult) -> str:

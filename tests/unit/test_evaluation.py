@@ -27,7 +27,15 @@ from recommender.evaluation.metrics import (
     tastes_covered,
 )
 from recommender.evaluation.oracle import taste_oracle
-from recommender.evaluation.report import check_targets, format_markdown, format_table, format_targets, to_json
+from recommender.evaluation.report import (
+    check_targets,
+    format_markdown,
+    format_table,
+    format_targets,
+    hit_rate_checks,
+    pool_user_hits,
+    to_json,
+)
 from recommender.evaluation.simulate import SimulatedUser, SimulationConfig, Taste, simulate_users, taste_agreement
 from recommender.evaluation.split import split_user, temporal_split
 from recommender.types import Event, EventType
@@ -348,6 +356,20 @@ def test_json_record_is_serialisable():
 
     record = to_json(_result({"multi_interest": 0.6, "popular": 0.1}, disliked=0.0), {"seed": 0})
     assert json.loads(json.dumps(record))["strategies"]["popular"]["metrics"]["hit_rate@10"] == 0.1
+
+
+def test_pooled_runs_keep_users_paired_and_give_the_ratio_of_all_users():
+    first = to_json(_result({"multi_interest": 0.6, "single_centroid": 0.5, "popular": 0.1}, disliked=0.0))
+    second = to_json(_result({"multi_interest": 0.4, "single_centroid": 0.1, "qdrant_average": 0.2}, disliked=0.0))
+    hits = pool_user_hits([first, second])
+    # qdrant_average is missing from the first run, popular from the second: pooling them would unpair users.
+    assert set(hits) == {"multi_interest", "single_centroid"}
+    assert len(hits["multi_interest"]) == len(hits["single_centroid"]) == 40
+    (check,) = hit_rate_checks(hits)
+    assert check.value == pytest.approx((12 + 8) / (10 + 2))
+    assert check.interval[0] < check.value < check.interval[1]
+    with pytest.raises(ValueError):
+        pool_user_hits([])
 
 
 def test_the_package_stays_pure():
