@@ -18,8 +18,18 @@ from recommender.events import EventStore
 from recommender.filters import Filter
 from recommender.recommend import Recommender, RecommenderConfig
 from recommender.types import (
-    Event, ItemInput, RecommendQuery, Recommendations, RecordOutcome, Scored, SearchParams, SearchTarget,
-    StoredItem, UpsertOutcome, UserProfile, VectorSpace,
+    Event,
+    ItemInput,
+    Recommendations,
+    RecommendQuery,
+    RecordOutcome,
+    Scored,
+    SearchParams,
+    SearchTarget,
+    StoredItem,
+    UpsertOutcome,
+    UserProfile,
+    VectorSpace,
 )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Union
 
 from qdrant_client import models
 
@@ -17,7 +16,7 @@ from recommender.ids import point_id
 
 PAYLOAD_KEY = "payload"
 
-Scalar = Union[str, int, bool]
+Scalar = str | int | bool
 
 
 @dataclass(frozen=True)
@@ -69,27 +68,27 @@ class HasId:
 @dataclass(frozen=True)
 class Nested:
     key: str
-    filter: "Filter"
+    filter: Filter
 
 
 @dataclass(frozen=True)
 class Filter:
-    must: tuple["Condition", ...] = ()
-    should: tuple["Condition", ...] = ()
-    must_not: tuple["Condition", ...] = ()
+    must: tuple[Condition, ...] = ()
+    should: tuple[Condition, ...] = ()
+    must_not: tuple[Condition, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not (self.must or self.should or self.must_not)
 
-    def and_also(self, *conditions: "Condition") -> "Filter":
+    def and_also(self, *conditions: Condition) -> Filter:
         return Filter(must=self.must + tuple(conditions), should=self.should, must_not=self.must_not)
 
-    def excluding(self, *conditions: "Condition") -> "Filter":
+    def excluding(self, *conditions: Condition) -> Filter:
         return Filter(must=self.must, should=self.should, must_not=self.must_not + tuple(conditions))
 
 
-Condition = Union[Match, MatchAny, MatchExcept, Range, DatetimeRange, IsEmpty, HasId, Nested, Filter]
+Condition = Match | MatchAny | MatchExcept | Range | DatetimeRange | IsEmpty | HasId | Nested | Filter
 
 
 def to_qdrant(filter_: Filter | None) -> models.Filter | None:

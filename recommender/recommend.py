@@ -19,8 +19,17 @@ from recommender.events import EventStore
 from recommender.profiles import ProfileConfig, build_profile
 from recommender.ranking import Candidate, rank
 from recommender.types import (
-    Event, Interest, Recommendation, Recommendations, RecommendQuery, Scored, SearchParams, StoredItem, Strategy,
-    UserProfile, VectorSpace,
+    Event,
+    Interest,
+    Recommendation,
+    Recommendations,
+    RecommendQuery,
+    Scored,
+    SearchParams,
+    StoredItem,
+    Strategy,
+    UserProfile,
+    VectorSpace,
 )
 
 

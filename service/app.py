@@ -15,13 +15,20 @@ from recommender.engine import now_utc
 from recommender.errors import InvalidArgument
 from recommender.filters import Filter
 from recommender.types import (
-    ItemError, Recommendations, RecommendQuery, RecordOutcome, Scored, StoredItem, UpsertOutcome, UserProfile,
+    ItemError,
+    Recommendations,
+    RecommendQuery,
+    RecordOutcome,
+    Scored,
+    StoredItem,
+    UpsertOutcome,
+    UserProfile,
 )
+from service import validation
 from service.aio import both, in_order
 from service.indexing import embed_items
 from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
 from service.runtime import Runtime
-from service import validation
 
 # Upsert messages embedding ahead of the one being written: enough to keep the model fed.
 UPSERT_MESSAGES_AHEAD = 2

@@ -37,7 +37,7 @@ class BackgroundServer:
         future: Future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         self._thread.start()
 
         async def start() -> None:

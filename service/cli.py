@@ -296,8 +296,9 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qdrant-api-key", nargs="?", action=_SecretOnCommandLine, help=argparse.SUPPRESS)
     others = [name for name in fields if name not in SERVE_FLAGS]
     parser.epilog = "Settings read from the environment only:\n" + "\n".join(
-        f"  LOOKALIKE_{name.upper()}" + ("" if any(word in name for word in _SECRET_SETTINGS)
-                                         else f" (default: {_shown(fields[name].get_default(call_default_factory=True))})")
+        f"  LOOKALIKE_{name.upper()}" + (
+            "" if any(word in name for word in _SECRET_SETTINGS)
+            else f" (default: {_shown(fields[name].get_default(call_default_factory=True))})")
         for name in others)
 
 

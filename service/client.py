@@ -25,14 +25,39 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service import client_messages as m
 from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
+)
+from service.api.lookalike.v1 import (
     embedding_service_pb2_grpc as embedding_grpc,
+)
+from service.api.lookalike.v1 import (
     recommendation_service_pb2_grpc as recommendation_grpc,
+)
+from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
+)
+from service.api.lookalike.v1 import (
     types_pb2 as types_pb,
 )
 from service.client_messages import (  # noqa: F401 - the client's public types live here too
-    EVENT_TYPES, STRATEGIES, TARGETS, Embeddings, FilterLike, Hit, InterestInfo, Item, ItemFailure, ItemsFound,
-    NewItem, Profile, RecommendResult, Recommended, RecordSummary, StreamedVector, UpsertAck, UpsertSummary, UserEvent,
+    EVENT_TYPES,
+    STRATEGIES,
+    TARGETS,
+    Embeddings,
+    FilterLike,
+    Hit,
+    InterestInfo,
+    Item,
+    ItemFailure,
+    ItemsFound,
+    NewItem,
+    Profile,
+    Recommended,
+    RecommendResult,
+    RecordSummary,
+    StreamedVector,
+    UpsertAck,
+    UpsertSummary,
+    UserEvent,
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -86,7 +111,7 @@ class LookalikeClient:
         self._recommendation = recommendation_grpc.RecommendationServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def __enter__(self) -> "LookalikeClient":
+    def __enter__(self) -> LookalikeClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -145,7 +170,8 @@ class LookalikeClient:
         """Bulk embedding: (key, text or image bytes) in, (key, vector, model) out, in order, as they are computed.
 
         Example:
-            >>> for key, vector, model in client.embed_stream([("a", "a red dress"), ("b", open("b.png", "rb").read())]):
+            >>> inputs = [("a", "a red dress"), ("b", open("b.png", "rb").read())]
+            >>> for key, vector, model in client.embed_stream(inputs):
             ...     print(key, len(vector))
         """
         requests = (m.embed_stream_request(key, value) for key, value in inputs)
@@ -341,6 +367,7 @@ def _retry_config(retries: int) -> str:
     }]})
 
 
-__all__ = ["LookalikeClient", "NewItem", "UserEvent", "Hit", "Item", "ItemsFound", "UpsertSummary", "UpsertAck", "ItemFailure",
+__all__ = ["LookalikeClient", "NewItem", "UserEvent", "Hit", "Item", "ItemsFound", "UpsertSummary", "UpsertAck",
+           "ItemFailure",
            "Embeddings", "StreamedVector", "RecordSummary", "RecommendResult", "Recommended", "Profile", "InterestInfo",
            "EVENT_TYPES", "STRATEGIES", "TARGETS", "types_pb"]

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _read_secret_files(self) -> "Settings":
+    def _read_secret_files(self) -> Settings:
         if self.qdrant_api_key_file is not None:
             if self.qdrant_api_key:
                 raise ValueError("set LOOKALIKE_QDRANT_API_KEY or LOOKALIKE_QDRANT_API_KEY_FILE, not both")

@@ -19,17 +19,37 @@ from google.protobuf import struct_pb2
 from recommender import filters as f
 from recommender.errors import InvalidArgument
 from recommender.types import (
-    Event, EventType, Interest, ItemError, Recommendations, RecommendQuery, RecordOutcome, Scored, SearchParams, SearchTarget,
-    StoredItem, Strategy, UpsertOutcome, UserProfile,
-)
-from service.api.lookalike.v1 import (
-    catalog_service_pb2 as catalog_pb,
-    embedding_service_pb2 as embedding_pb,
-    recommendation_service_pb2 as recommendation_pb,
-    search_service_pb2 as search_pb,
-    types_pb2 as types_pb,
+    Event,
+    EventType,
+    Interest,
+    ItemError,
+    Recommendations,
+    RecommendQuery,
+    RecordOutcome,
+    Scored,
+    SearchParams,
+    SearchTarget,
+    StoredItem,
+    Strategy,
+    UpsertOutcome,
+    UserProfile,
 )
 from service import wire
+from service.api.lookalike.v1 import (
+    catalog_service_pb2 as catalog_pb,
+)
+from service.api.lookalike.v1 import (
+    embedding_service_pb2 as embedding_pb,
+)
+from service.api.lookalike.v1 import (
+    recommendation_service_pb2 as recommendation_pb,
+)
+from service.api.lookalike.v1 import (
+    search_service_pb2 as search_pb,
+)
+from service.api.lookalike.v1 import (
+    types_pb2 as types_pb,
+)
 from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, SearchSpec, TextQuery, VectorQuery
 
 DEFAULT_LIMIT = 10

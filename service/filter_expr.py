@@ -29,7 +29,8 @@ def _condition(expression: str) -> types_pb.Condition:
             bound = float(value)
         except ValueError:
             raise ValueError(f"filter {expression!r}: {value!r} is not a number") from None
-        return types_pb.Condition(field=types_pb.FieldCondition(key=key, range=types_pb.Range(**{_RANGE_OPS[op]: bound})))
+        bounds = types_pb.Range(**{_RANGE_OPS[op]: bound})
+        return types_pb.Condition(field=types_pb.FieldCondition(key=key, range=bounds))
     values = value.split("|")
     if op == "!=":
         return types_pb.Condition(field=types_pb.FieldCondition(

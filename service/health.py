@@ -54,7 +54,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             async with self._changed:
                 # The lock is not held while writing: a slow watcher must not stall set().
                 await self._changed.wait_for(
-                    lambda: self._closing or self._status.get(request.service, SERVICE_UNKNOWN) != last)
+                    lambda last=last: self._closing or self._status.get(request.service, SERVICE_UNKNOWN) != last)
                 status = self._status.get(request.service, SERVICE_UNKNOWN)
                 closing = self._closing
             if status != last:

@@ -84,7 +84,7 @@ class MetricsEndpoint:
     _thread: object
 
     @classmethod
-    def start(cls, metrics: Metrics, host: str, port: int) -> "MetricsEndpoint":
+    def start(cls, metrics: Metrics, host: str, port: int) -> MetricsEndpoint:
         try:
             server, thread = start_http_server(port, addr=host, registry=metrics.registry)
         except OSError as error:

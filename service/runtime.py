@@ -41,7 +41,7 @@ class Dependencies:
     qdrant_location: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Dependencies":
+    def from_settings(cls, settings: Settings) -> Dependencies:
         def load() -> ClipEmbedder:
             return load_embedder(ModelSpec.parse(settings.model, settings.pretrained), device=settings.device,
                                  precision=settings.precision, max_batch=settings.max_batch, seed=settings.seed,

@@ -163,7 +163,8 @@ def build_server(settings: Settings, deps: Dependencies | None = None) -> tuple[
                       f"({error})") from None
     if port == 0:
         raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's")
-    log.info("transport: %s; auth: %s", "mTLS" if settings.tls_client_ca_file else "TLS" if credentials else "plaintext",
+    transport = "mTLS" if settings.tls_client_ca_file else "TLS" if credentials else "plaintext"
+    log.info("transport: %s; auth: %s", transport,
              f"{len(tokens)} bearer token(s)" if tokens else
              "OFF (--insecure)" if settings.insecure else "OFF (loopback only)")
     return LookalikeServer(grpc_server, runtime, health_servicer, settings), port

@@ -64,7 +64,8 @@ def _walk_images(folder: Path) -> Iterator[Path]:
 
 
 def jsonl_items(path: Path) -> Iterator[Record | Failure]:
-    """One item a line: {"id", "text", "image" (a path relative to the file), "payload", "image_vector", "text_vector"}."""
+    """One item a line: {"id", "text", "image" (a path relative to the file), "payload", "image_vector",
+    "text_vector"}."""
     for where, record in _json_lines(path):
         if isinstance(record, Failure):
             yield record

@@ -20,7 +20,13 @@ from recommender import filters as f
 from recommender.errors import InvalidArgument
 from recommender.types import EventError, ItemError, RecommendQuery, SearchParams
 from service.requests import (
-    EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery,
+    EventBatch,
+    ImageQuery,
+    ItemQuery,
+    RawItem,
+    SearchSpec,
+    TextQuery,
+    VectorQuery,
 )
 
 # -- the caps -------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+
 def paired_ratio_interval(ours: Sequence[float], baseline: Sequence[float], level: float = 0.95,
                           draws: int = 2000, seed: int = 0) -> tuple[float, float] | None:
     """Percentile bootstrap interval of mean(ours) / mean(baseline), resampling

@@ -14,7 +14,6 @@ from recommender.evaluation.simulate import Taste
 from recommender.evaluation.split import TemporalSplit, UserSplit
 
 
-
 def hit_rate_at_k(recommended: Sequence[str], relevant: Iterable[str], k: int) -> float:
     relevant = set(relevant)
     return 1.0 if any(item_id in relevant for item_id in recommended[:k]) else 0.0

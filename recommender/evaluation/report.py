@@ -12,7 +12,6 @@ from recommender.evaluation.bootstrap import paired_ratio_interval, ratio
 from recommender.evaluation.metrics import METRIC_NAMES, EvaluationResult
 
 
-
 @dataclass(frozen=True)
 class TargetCheck:
     """One bar. For ratio targets `value` is ours / baseline and `interval` its

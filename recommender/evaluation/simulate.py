@@ -19,7 +19,7 @@ class Taste:
     values: tuple[tuple[str, Any], ...]  # sorted (attribute, value) pairs
 
     @classmethod
-    def of(cls, **values: Any) -> "Taste":
+    def of(cls, **values: Any) -> Taste:
         return cls(tuple(sorted(values.items())))
 
     def matches(self, attributes: Mapping[str, Any]) -> bool:

@@ -18,7 +18,6 @@ from recommender.evaluation.simulate import SimulatedUser
 from recommender.types import Event
 
 
-
 @dataclass(frozen=True)
 class UserSplit:
     user: SimulatedUser

@@ -139,7 +139,8 @@ def contact_sheet(sections: Sequence[Section], catalog: Mapping[str, DemoItem]) 
         for column, hit in enumerate(section.hits):
             left = QUERY_WIDTH + column * (THUMB + 8)
             ok = _matches(hit, section.query)
-            draw.rectangle((left - 3, top - 3, left + THUMB + 2, top + THUMB + 2), fill=MATCH_COLOR if ok else MISS_COLOR)
+            draw.rectangle((left - 3, top - 3, left + THUMB + 2, top + THUMB + 2),
+                           fill=MATCH_COLOR if ok else MISS_COLOR)
             sheet.paste(catalog[hit.id].render(THUMB), (left, top))
             draw.text((left, top + THUMB + 4), f"{hit.score:.3f}", fill="black", font=font)
     return sheet

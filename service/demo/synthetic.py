@@ -341,7 +341,8 @@ def _stripes_within(scene: Scene, side: int, mask: Image.Image) -> Image.Image:
     while offset < reach:
         ox, oy = cx + normal[0] * offset, cy + normal[1] * offset
         draw.line(
-            (ox - direction[0] * reach, oy - direction[1] * reach, ox + direction[0] * reach, oy + direction[1] * reach),
+            (ox - direction[0] * reach, oy - direction[1] * reach,
+             ox + direction[0] * reach, oy + direction[1] * reach),
             fill=255, width=max(1, round(period / 2)))
         offset += period
     return ImageChops.multiply(stripes, mask)
@@ -354,7 +355,8 @@ def _regular(vertices: int, start_deg: float = -90.0) -> tuple[tuple[float, floa
 
 def _star(points: int = 5, inner: float = 0.45) -> tuple[tuple[float, float], ...]:
     outer = _regular(2 * points)
-    return tuple((x * (1.0 if k % 2 == 0 else inner), y * (1.0 if k % 2 == 0 else inner)) for k, (x, y) in enumerate(outer))
+    return tuple((x * (1.0 if k % 2 == 0 else inner), y * (1.0 if k % 2 == 0 else inner))
+                 for k, (x, y) in enumerate(outer))
 
 
 def _cross(arm: float = 0.34) -> tuple[tuple[float, float], ...]:

@@ -166,7 +166,7 @@ class BatchScheduler:
 
     # -- admission -----------------------------------------------------------
 
-    def _admit(self, count: int, bulk: bool) -> "_Admission":
+    def _admit(self, count: int, bulk: bool) -> _Admission:
         self._ensure_started()
         return _Admission(self, count, bulk)
 
@@ -307,7 +307,7 @@ class _Admission:
         self._bulk = bulk
         self._held = 0
 
-    async def __aenter__(self) -> "_Admission":
+    async def __aenter__(self) -> _Admission:
         await self._scheduler._reserve(self._count, self._bulk)
         self._held = self._count
         return self

@@ -47,7 +47,7 @@ class ModelSpec:
     location: Path | None = None  # the folder or file for local sources
 
     @classmethod
-    def parse(cls, model: str, pretrained: str | None) -> "ModelSpec":
+    def parse(cls, model: str, pretrained: str | None) -> ModelSpec:
         model = model.strip()
         pretrained = (pretrained or "").strip()
         if model == DEMO_MODEL:
@@ -68,7 +68,7 @@ class ModelSpec:
         return cls(model=model, weights=WeightsKind.TAG, open_clip_name=model, open_clip_pretrained=pretrained)
 
     @classmethod
-    def _local_dir(cls, model: str, folder: Path) -> "ModelSpec":
+    def _local_dir(cls, model: str, folder: Path) -> ModelSpec:
         if not (folder / "open_clip_config.json").is_file():
             raise ValueError(f"{folder} is not an open_clip local-dir model: open_clip_config.json is missing")
         return cls(model=model, weights=WeightsKind.LOCAL_DIR, open_clip_name=f"{LOCAL_DIR_PREFIX}{folder}",

@@ -53,7 +53,7 @@ class TextTower:
         self.reason = reason
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, probe_tokens: torch.Tensor | None = None) -> "TextTower":
+    def for_model(cls, model: torch.nn.Module, probe_tokens: torch.Tensor | None = None) -> TextTower:
         parts, reason = _detect(model)
         tower = cls(model, parts, reason)
         if parts is not None and probe_tokens is not None:

@@ -74,7 +74,7 @@ def test_embed_stream_batches_a_bulk_stream_and_keeps_its_order(server, client, 
     replies = list(client.embed_stream(inputs))
 
     assert [reply.key for reply in replies] == [key for key, _ in inputs]
-    for (key, value), (_, vector, _) in zip(inputs, replies):
+    for (_, value), (_, vector, _) in zip(inputs, replies):
         want = (tiny_embedder.embed_texts([value]) if isinstance(value, str) else tiny_embedder.embed_images([value]))
         np.testing.assert_allclose(vector, want[0], atol=1e-5)
     assert sum(batcher.stats.batches.values()) - batches_before < len(inputs)

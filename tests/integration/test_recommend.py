@@ -106,7 +106,8 @@ def test_filters_are_respected(client, kinds_catalog):
 
 
 def test_page_tokens_walk_the_same_ranking_without_repeats(client, kinds_catalog):
-    client.record_events(events("eve", "red-circle", range(0, 4), "like") + events("eve", "green-star", range(4), "like"))
+    client.record_events(events("eve", "red-circle", range(0, 4), "like")
+                         + events("eve", "green-star", range(4), "like"))
     full = client.recommend("eve", limit=30).ids
     first = client.recommend("eve", limit=10)
     second = client.recommend("eve", limit=10, page_token=first.next_page_token)

@@ -144,8 +144,11 @@ def test_shipped_folder_is_an_open_clip_local_dir_within_budget():
 def test_shipped_model_puts_a_red_circle_query_nearest_the_red_circle(shipped_model):
     model, preprocess, tokenizer = shipped_model
     catalog = generate_catalog(400, split="test")
-    red_circle = next(item for item in catalog if (item.attributes["color"], item.attributes["shape"]) == ("red", "circle"))
-    blue_square = next(item for item in catalog if (item.attributes["color"], item.attributes["shape"]) == ("blue", "square"))
+    def kind(item) -> tuple[str, str]:
+        return item.attributes["color"], item.attributes["shape"]
+
+    red_circle = next(item for item in catalog if kind(item) == ("red", "circle"))
+    blue_square = next(item for item in catalog if kind(item) == ("blue", "square"))
 
     images = torch.stack([preprocess(red_circle.render()), preprocess(blue_square.render())])
     image_features = model.encode_image(images, normalize=True)

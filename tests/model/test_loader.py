@@ -13,8 +13,7 @@ from safetensors.torch import save_file
 
 from service.embedding import ModelSpec, load_embedder
 from service.embedding.loader import ModelLoadError, register_model_configs
-from service.embedding.spec import MODEL_CONFIG_DIR
-from service.embedding.spec import WeightsKind
+from service.embedding.spec import MODEL_CONFIG_DIR, WeightsKind
 
 
 @pytest.mark.parametrize("model, pretrained, kind", [

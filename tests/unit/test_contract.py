@@ -24,13 +24,33 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from recommender import filters as f
 from recommender.types import (
-    Event, EventError, EventType, Interest, ItemError, Recommendation, Recommendations, RecommendQuery, RecordOutcome,
-    Scored, SearchParams, SearchTarget, StoredItem, Strategy, UpsertOutcome, UserProfile,
+    Event,
+    EventError,
+    EventType,
+    Interest,
+    ItemError,
+    Recommendation,
+    Recommendations,
+    RecommendQuery,
+    RecordOutcome,
+    Scored,
+    SearchParams,
+    SearchTarget,
+    StoredItem,
+    Strategy,
+    UpsertOutcome,
+    UserProfile,
 )
 from service import client_messages as m
 from service import convert
 from service.api.lookalike.v1 import (
-    catalog_service_pb2, embedding_service_pb2, recommendation_service_pb2, search_service_pb2, types_pb2 as t,
+    catalog_service_pb2,
+    embedding_service_pb2,
+    recommendation_service_pb2,
+    search_service_pb2,
+)
+from service.api.lookalike.v1 import (
+    types_pb2 as t,
 )
 from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
 
@@ -203,10 +223,12 @@ RESPONSES = [
                  m.RecommendResult([m.Recommended("sku-1", 0.75, PAYLOAD, "red dress", 1, ["a", "b"])],
                                    "single_centroid", True, convert._token_for_offset(15))),
     ResponseCase("GetProfileResponse",
-                 lambda: convert.profile_response(UserProfile("u1", [INTEREST, SECOND], [NEGATIVE], frozenset({"a", "b", "c", "z"}),
-                                                              event_count=9), with_centroids=True),
+                 lambda: convert.profile_response(UserProfile("u1", [INTEREST, SECOND], [NEGATIVE],
+                                                              frozenset({"a", "b", "c", "z"}), event_count=9),
+                                                  with_centroids=True),
                  m.parse_profile,
-                 m.Profile("u1", [m.InterestInfo(0, 0.75, 3.5, ["a", "b"], V1), m.InterestInfo(1, 0.25, 1.5, ["c"], V2)],
+                 m.Profile("u1", [m.InterestInfo(0, 0.75, 3.5, ["a", "b"], V1),
+                                  m.InterestInfo(1, 0.25, 1.5, ["c"], V2)],
                            [m.InterestInfo(0, 1.0, 0.5, ["z"], V2)], event_count=9, seen_count=4)),
     ResponseCase("ForgetUserResponse", lambda: convert.forget_response(7), m.parse_forget, 7),
 ]

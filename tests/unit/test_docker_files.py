@@ -147,7 +147,8 @@ def test_prometheus_config_passes_promtool(compose, tmp_path):
     (tmp_path / "key").write_text("not-a-real-key\n")
     config = tmp_path / "prometheus.yml"
     config.write_text(text.replace("/run/secrets/qdrant_api_key", str(tmp_path / "key")))
-    result = subprocess.run(["promtool", "check", "config", str(config)], check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["promtool", "check", "config", str(config)], check=False, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -391,7 +392,8 @@ def test_the_init_script_succeeds_only_on_a_fully_formed_cluster(services, stub_
             nodes.append(f"http://127.0.0.1:{port}")
             handlers.append(handler)
         result = subprocess.run([*command, "--nodes", ",".join(nodes), "--api-key-file", str(key),
-                                 "--timeout", timeout, "--interval", "0.1"], check=False, capture_output=True, text=True, timeout=60)
+                                 "--timeout", timeout, "--interval", "0.1"],
+                                check=False, capture_output=True, text=True, timeout=60)
         result.handlers = handlers  # type: ignore[attr-defined]
         return result
 
@@ -411,7 +413,8 @@ def test_the_init_script_succeeds_only_on_a_fully_formed_cluster(services, stub_
 
 def test_replicas_reach_qdrant_through_a_health_checked_balancer_over_every_node(compose, services):
     envoy = envoy_config(compose, "qdrant-lb")
-    listeners = {listener["address"]["socket_address"]["port_value"] for listener in envoy["static_resources"]["listeners"]}
+    listeners = {listener["address"]["socket_address"]["port_value"]
+                 for listener in envoy["static_resources"]["listeners"]}
     assert {6333, 6334} <= listeners, "REST and gRPC both go through the balancer"
     for cluster in envoy["static_resources"]["clusters"]:
         hosts = [endpoint["endpoint"]["address"]["socket_address"]["address"]

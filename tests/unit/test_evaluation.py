@@ -7,8 +7,8 @@ import math
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from recommender import filters as f
 from service import convert
 from service.filter_expr import parse_filter
-from recommender import filters as f
 
 
 @pytest.mark.parametrize("expression, expected", [

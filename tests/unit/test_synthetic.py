@@ -13,13 +13,13 @@ from PIL import Image
 
 from service.demo.synthetic import (
     BACKGROUNDS,
+    CAPTION_AXES,
     CATEGORIES,
     COLORS,
+    COMPOSITIONAL_HOLDOUT,
     SHAPES,
     SIZES,
     STYLES,
-    CAPTION_AXES,
-    COMPOSITIONAL_HOLDOUT,
     all_captions,
     color_shape,
     describe,

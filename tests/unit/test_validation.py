@@ -11,14 +11,15 @@ from recommender import filters as f
 from recommender.errors import InvalidArgument
 from recommender.types import Event, EventType, RecommendQuery, SearchParams, SearchTarget
 from service import validation
-from service.requests import EventBatch, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
+from service.requests import EventBatch, ItemQuery, Query, RawItem, SearchSpec, TextQuery, VectorQuery
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 DIM = 8
 
 
-def search(query=TextQuery("shoes"), **params) -> SearchSpec:
-    return SearchSpec(query=query, target=SearchTarget.IMAGE, filter=None, params=SearchParams(**params))
+def search(query: Query | None = None, **params) -> SearchSpec:
+    return SearchSpec(query=query or TextQuery("shoes"), target=SearchTarget.IMAGE, filter=None,
+                      params=SearchParams(**params))
 
 
 def refused(call, *args, field: str) -> str:
