@@ -72,8 +72,13 @@ class Lookalike:
                            ) -> AsyncIterator[tuple[str, np.ndarray]]:
         """Vectors in input order, with up to a model batch of inputs in flight so a stream batches too."""
         window = self._runtime.require_batcher().policy.max_batch
+        async def checked() -> AsyncIterator[tuple[str, TextQuery | ImageQuery]]:
+            async for key, query in inputs:
+                validation.stream_key(key)
+                yield key, query
+
         async for (key, _), vector in in_order(
-                inputs, lambda keyed: self.embed_one(keyed[1], f"input[{keyed[0]}]", bulk=True), window):
+                checked(), lambda keyed: self.embed_one(keyed[1], f"input[{keyed[0]}]", bulk=True), window):
             yield key, vector
 
     async def upsert_stream(self, batches: AsyncIterator[tuple[list[RawItem], list[ItemError]]]
@@ -93,7 +98,14 @@ class Lookalike:
             prepared, embed_errors = await embed_items(valid, batcher)
             return prepared, errors + invalid + embed_errors
 
-        async for _, (prepared, errors) in in_order(batches, embed, UPSERT_MESSAGES_AHEAD):
+        async def capped() -> AsyncIterator[tuple[list[RawItem], list[ItemError]]]:
+            number = 0
+            async for raws, errors in batches:
+                validation.items_per_message(len(raws) + len(errors), number)
+                number += 1
+                yield raws, errors
+
+        async for _, (prepared, errors) in in_order(capped(), embed, UPSERT_MESSAGES_AHEAD):
             outcome = await self._runtime.query(engine.upsert_items, prepared)
             self._runtime.metrics.items_upserted.inc(outcome.upserted)
             outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)

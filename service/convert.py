@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from recommender import filters as f
 from recommender.errors import InvalidArgument
@@ -34,7 +34,7 @@ from recommender.types import (
     UpsertOutcome,
     UserProfile,
 )
-from service import wire
+from service import validation, wire
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
 )
@@ -54,6 +54,10 @@ from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, 
 
 DEFAULT_LIMIT = 10
 DEFAULT_DIVERSITY = 0.2
+
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
 
 _TARGETS = {
     types_pb.SEARCH_TARGET_UNSPECIFIED: SearchTarget.IMAGE,
@@ -141,7 +145,7 @@ def embed_stream_input(request: embedding_pb.EmbedStreamRequest) -> TextQuery | 
         return TextQuery(request.text)
     if kind == "image":
         return ImageQuery(request.image)
-    raise InvalidArgument("input", f"stream message {request.key!r} has no input: set text or image")
+    raise InvalidArgument(f"input[{validation.shown(request.key)}]", "stream message has no input: set text or image")
 
 
 def embed_stream_response(key: str, vector: np.ndarray, model: str) -> embedding_pb.EmbedStreamResponse:
@@ -171,7 +175,13 @@ def upsert_response(outcome: UpsertOutcome) -> catalog_pb.UpsertItemsResponse:
     """The acknowledgement of one request message: its items stored, and the others with why."""
     return catalog_pb.UpsertItemsResponse(
         upserted=outcome.upserted, failed=len(outcome.errors),
-        errors=[catalog_pb.ItemError(id=e.item_id, index=e.index, message=e.message) for e in outcome.errors])
+        errors=[catalog_pb.ItemError(id=_echoed_id(e.item_id), index=e.index, message=e.message)
+                for e in outcome.errors])
+
+
+def _echoed_id(item_id: str) -> str:
+    """An over-long id comes back shortened: echoing 10 KB per failed item helps nobody."""
+    return item_id if len(item_id) <= validation.MAX_ID_LENGTH else validation.shown(item_id)
 
 
 def item_to_proto(item: StoredItem, with_vectors: bool) -> types_pb.Item:
@@ -271,11 +281,19 @@ def _field_condition(message: types_pb.FieldCondition, field: str) -> f.Conditio
                   if message.range.HasField(name)}
         return f.Range(key, **bounds)
     if kind == "datetime_range":
-        bounds = {name: getattr(message.datetime_range, name).ToDatetime(tzinfo=timezone.utc)
+        bounds = {name: timestamp_from_proto(getattr(message.datetime_range, name), f"{field}.datetime_range.{name}")
                   for name in ("gt", "gte", "lt", "lte") if message.datetime_range.HasField(name)}
         return f.DatetimeRange(key, **bounds)
     raise InvalidArgument(field, f"field condition on {key!r} has no match: set keyword, integer, boolean, "
                                  "any_keyword, any_integer, except_keyword, range or datetime_range")
+
+
+def timestamp_from_proto(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A Timestamp as an aware datetime; one outside what a Timestamp may hold cannot be read."""
+    if not (MIN_TIMESTAMP_SECONDS <= message.seconds <= MAX_TIMESTAMP_SECONDS and 0 <= message.nanos < 10**9):
+        raise InvalidArgument(field, "not a valid Timestamp: seconds must fall in years 1 to 9999 and nanos in "
+                                     "0..999999999")
+    return message.ToDatetime(tzinfo=timezone.utc)
 
 
 # -- events and recommendations ---------------------------------------------
@@ -310,7 +328,12 @@ def events_from_proto(request: recommendation_pb.RecordEventsRequest, now: datet
             batch.errors.append((index, f"{field}.type: set an event type (view, click, add_to_cart, purchase, "
                                         "like, dislike, skip)"))
             continue
-        timestamp = message.timestamp.ToDatetime(tzinfo=timezone.utc) if message.HasField("timestamp") else now
+        try:
+            timestamp = timestamp_from_proto(message.timestamp, f"{field}.timestamp") \
+                if message.HasField("timestamp") else now
+        except InvalidArgument as error:
+            batch.errors.append((index, str(error)))
+            continue
         weight = message.weight if message.HasField("weight") else 1.0
         batch.events.append(Event(user_id=message.user_id, item_id=message.item_id, event_type=event_type,
                                   timestamp=timestamp, weight=weight))

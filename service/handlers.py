@@ -1,16 +1,18 @@
 """Plumbing the server's interceptors share: rebuilding a method handler around a
-new behaviour (whatever its streaming shape), the record of the call in progress,
-and the guard that turns undecodable request bytes into INVALID_ARGUMENT.
+new behaviour (whatever its streaming shape), and the guard that turns
+undecodable request bytes into INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
+
+from service.calls import current_call
+from service.errors import bad_request
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -20,19 +22,6 @@ _FACTORIES = {
 }
 
 Behaviour = Callable[..., Any]
-
-
-@dataclass
-class CallRecord:
-    """What the layers inside a call learn, for the one log line written at its end."""
-
-    method: str
-    request_id: str
-    error: BaseException | None = None  # the unexpected exception behind an INTERNAL
-    undecodable: bool = False
-
-
-current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("lookalike_call", default=None)
 
 
 def behaviour_of(handler: grpc.RpcMethodHandler) -> Behaviour:
@@ -111,8 +100,8 @@ class UndecodableRequests(grpc.aio.ServerInterceptor):
             record = current_call.get()
             if record is not None:
                 record.undecodable = True
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"request: not a valid {details.method} message ({problem.reason})")
+            await context.abort_with_status(
+                bad_request(f"request: not a valid {details.method} message ({problem.reason})", "request"))
 
         def checked(request_or_iterator, context):
             if not handler.request_streaming:

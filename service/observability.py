@@ -14,7 +14,8 @@ from typing import AsyncIterator
 
 import grpc
 
-from service.handlers import CallRecord, current_call, wrap_behaviour
+from service.calls import CallRecord, current_call
+from service.handlers import wrap_behaviour
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)

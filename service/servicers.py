@@ -37,7 +37,7 @@ from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
 )
 from service.app import Lookalike
-from service.errors import status_for
+from service.errors import rich_status
 from service.runtime import Runtime
 
 
@@ -69,7 +69,7 @@ def streaming_rpc(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., As
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     if isinstance(error, grpc.aio.AbortError):  # the method aborted on its own
         raise error
-    await context.abort(*status_for(error))
+    await context.abort_with_status(rich_status(error))
 
 
 class _Servicer:

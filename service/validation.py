@@ -11,6 +11,7 @@ field to fix. Like service/requests.py, this module imports no protobuf.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Sequence
 
@@ -36,8 +37,22 @@ MAX_OFFSET = 10_000  # deeper pages cost the store more than they are worth; nar
 MAX_ID_LENGTH = 512  # item ids and user ids
 MAX_EMBED_INPUTS = 1024  # texts + images per Embed call; EmbedStream is for bulk
 MAX_FILTER_DEPTH = 16  # nested and sub-filters
+MAX_KEY_LENGTH = 256  # payload keys in filters
+MAX_STREAM_KEY_LENGTH = 512  # EmbedStream keys
+MAX_PAYLOAD_DEPTH = 32  # objects and lists inside an item's payload
+MAX_ITEMS_PER_MESSAGE = 1000  # per UpsertItems stream message; stream more messages for more
+MAX_EVENTS_PER_CALL = 10_000  # per RecordEvents call
+SHOWN = 64  # characters of a caller's value quoted back in an error
+# A payload key as Qdrant reads it: dot-separated names (letters, digits, _ and -, or
+# "quoted"), each optionally followed by [] (every element) or [N].
+_KEY = re.compile(r'(?:[\w-]+|"[^"]+")(?:\[[0-9]*\])*(?:\.(?:[\w-]+|"[^"]+")(?:\[[0-9]*\])*)*')
 # Clocks drift; an event stamped further ahead than this is a caller bug.
 MAX_FUTURE_SKEW = timedelta(days=1)
+
+
+def shown(value: str) -> str:
+    """A caller's value as quoted in a message: its start, never all 10 KB of it."""
+    return value if len(value) <= SHOWN else f"{value[:SHOWN]}...({len(value)} characters)"
 
 
 # -- ids ------------------------------------------------------------------------
@@ -86,6 +101,12 @@ def embed(texts: Sequence[str], images: Sequence[bytes]) -> None:
         raise InvalidArgument("texts", f"at most {MAX_EMBED_INPUTS} inputs per call; use EmbedStream for bulk")
     for index, text in enumerate(texts):
         _text(text, f"texts[{index}]")
+
+
+def stream_key(key: str) -> None:
+    if len(key) > MAX_STREAM_KEY_LENGTH:
+        raise InvalidArgument(f"input[{shown(key)}].key",
+                              f"stream keys are at most {MAX_STREAM_KEY_LENGTH} characters, got {len(key)}")
 
 
 def embed_input(query: TextQuery | ImageQuery, field: str) -> None:
@@ -190,9 +211,21 @@ def _field_condition(condition: f.Condition, field: str) -> None:
 def _key(key: str, field: str) -> None:
     if not key.strip():
         raise InvalidArgument(field, "payload key is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(field, f"payload keys are at most {MAX_KEY_LENGTH} characters, got {len(key)}")
+    if not _KEY.fullmatch(key):
+        raise InvalidArgument(field, f"{shown(key)!r} is not a payload key: use names of letters, digits, _ and - "
+                                     '(or "quoted"), joined by dots, each optionally followed by [] or [N]; '
+                                     "e.g. brand.name, tags[], sizes[0]")
 
 
 # -- items ----------------------------------------------------------------------
+
+def items_per_message(count: int, message_index: int) -> None:
+    if count > MAX_ITEMS_PER_MESSAGE:
+        raise InvalidArgument("items", f"stream message {message_index} carries {count} items; at most "
+                                       f"{MAX_ITEMS_PER_MESSAGE} per message: send more, smaller messages")
+
 
 def raw_items(raws: Sequence[RawItem], dim: int) -> tuple[list[RawItem], list[ItemError]]:
     """The items worth embedding, and an error for each of the others: one bad item never sinks the rest."""
@@ -215,6 +248,16 @@ def raw_item(raw: RawItem, dim: int) -> None:
     for name, values in (("image_vector", raw.image_vector), ("text_vector", raw.text_vector)):
         if values is not None:
             vector(values, dim, f"{field}.{name}")
+    _payload_depth(raw.payload, f"{field}.payload", 1)
+
+
+def _payload_depth(value, field: str, depth: int) -> None:
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise InvalidArgument(field, f"payloads nest at most {MAX_PAYLOAD_DEPTH} levels deep")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        if isinstance(child, (dict, list)):
+            _payload_depth(child, field, depth + 1)
 
 
 # -- events and users -----------------------------------------------------------
@@ -223,6 +266,9 @@ def events(batch: EventBatch, now: datetime) -> tuple[EventBatch, list[EventErro
     """The events that pass, and an error (by request index) for each that does not."""
     if not batch.events and not batch.errors:
         raise InvalidArgument("events", "no events given")
+    count = len(batch.events) + len(batch.errors)
+    if count > MAX_EVENTS_PER_CALL:
+        raise InvalidArgument("events", f"{count} events in one call; at most {MAX_EVENTS_PER_CALL}: split them")
     kept = EventBatch([], [], [], batch.errors)
     errors = []
     for event, event_id, index in zip(batch.events, batch.event_ids, batch.positions):

@@ -28,10 +28,14 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
                 raise InvalidArgument(
                     field, f"image is {width}x{height}, over the {max_pixels} pixel limit: downscale it first")
             image.load()
+            if image.mode != "RGB":  # here, so an odd mode fails as this image's error, not in preprocessing
+                image = image.convert("RGB")
     except InvalidArgument:
         raise
     except UnidentifiedImageError as error:
         raise InvalidArgument(field, "bytes are not a recognised image: send JPEG, PNG or WebP") from error
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise InvalidArgument(field, f"cannot decode image ({error}): send JPEG, PNG or WebP bytes") from error
+    except Exception as error:  # noqa: BLE001 - Pillow's decoders raise SyntaxError, struct.error, EOFError...
+        # on corrupt files: whatever the decoder trips on, the bytes are the caller's to fix.
+        reason = f"{type(error).__name__}: {error}"[:200]
+        raise InvalidArgument(field, f"cannot decode image ({reason}): send JPEG, PNG or WebP bytes") from error
     return image

@@ -60,7 +60,9 @@ class CatalogServiceServicer:
         """Adds or replaces items, streamed in batches. Idempotent by item id; one
         bad item is reported and never sinks the rest. Each request message is
         acknowledged, in order, by one response once its items are stored or
-        rejected, so a caller's progress follows what the server has done.
+        rejected, so a caller's progress follows what the server has done. At most
+        1,000 items per request message (more is INVALID_ARGUMENT for the call);
+        ids at most 512 characters; payloads nest at most 32 levels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

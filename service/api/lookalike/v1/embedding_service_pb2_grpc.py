@@ -60,6 +60,7 @@ class EmbeddingServiceServicer:
 
     def EmbedStream(self, request_iterator, context):
         """Embeds a stream of inputs for bulk work; one reply per input, in order.
+        Keys are at most 512 characters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,8 @@ class RecommendationServiceServicer:
 
     def RecordEvents(self, request, context):
         """Appends a batch of events. Events on unknown items are recorded and
-        reported; one invalid event never sinks the batch.
+        reported; one invalid event never sinks the batch. At most 10,000 events
+        per call (more is INVALID_ARGUMENT for the call).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
