@@ -76,7 +76,8 @@ def assert_invalid(error: grpc.RpcError, field: str) -> None:
 
 
 def upsert(stubs, *items: catalog_pb.ItemInput) -> catalog_pb.UpsertItemsResponse:
-    return stubs["catalog"].UpsertItems(iter([catalog_pb.UpsertItemsRequest(items=list(items))]))
+    (acknowledgement,) = stubs["catalog"].UpsertItems(iter([catalog_pb.UpsertItemsRequest(items=list(items))]))
+    return acknowledgement
 
 
 def field_filter(key: str, **match) -> types_pb.Filter:
@@ -195,7 +196,7 @@ def test_a_struct_nested_200_deep_is_invalid_argument(stubs):
     upload = catalog_pb.UpsertItemsRequest()
     item = upload.items.add(id="deep", text="x")
     nested_struct(200, item.payload)
-    assert_invalid(refused(lambda: stubs["catalog"].UpsertItems(iter([upload]))), "request")
+    assert_invalid(refused(lambda: list(stubs["catalog"].UpsertItems(iter([upload])))), "request")
     search = search_pb.SearchRequest(text="x")
     nested_filter(200, search.filter)
     assert_invalid(refused(lambda: stubs["search"].Search(search)), "request")
@@ -230,8 +231,8 @@ def test_an_undecodable_unary_request_is_invalid_argument(stubs, method):
 
 def test_an_undecodable_stream_message_is_invalid_argument(stubs):
     channel = stubs["channel"]
-    upload = channel.stream_unary("/lookalike.v1.CatalogService/UpsertItems")
-    assert_invalid(refused(lambda: upload(iter([GARBAGE]))), "request")
+    upload = channel.stream_stream("/lookalike.v1.CatalogService/UpsertItems")
+    assert_invalid(refused(lambda: list(upload(iter([GARBAGE])))), "request")
     stream = channel.stream_stream("/lookalike.v1.EmbeddingService/EmbedStream")
     assert_invalid(refused(lambda: list(stream(iter([GARBAGE])))), "request")
 
