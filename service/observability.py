@@ -58,6 +58,8 @@ class RequestObserver(grpc.aio.ServerInterceptor):
             in_flight.inc()
             start = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
+            # Read now: once a streaming call has ended, peer() reaches into a freed core call (a segfault).
+            peer = context.peer()
             try:
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                 yield
@@ -75,7 +77,7 @@ class RequestObserver(grpc.aio.ServerInterceptor):
                 in_flight.dec()
                 self._metrics.rpc_requests.labels(label, code.name).inc()
                 self._metrics.rpc_duration.labels(label, code.name).observe(seconds)
-                _log_call(record, code, seconds, context)
+                _log_call(record, code, seconds, context, peer)
                 with contextlib.suppress(ValueError):  # an async generator may finish in another context
                     current_call.reset(reset)
 
@@ -102,12 +104,13 @@ def _is_cancel(error: BaseException) -> bool:
     return isinstance(error, (asyncio.CancelledError, GeneratorExit))
 
 
-def _log_call(record: CallRecord, code: grpc.StatusCode, seconds: float, context: grpc.aio.ServicerContext) -> None:
+def _log_call(record: CallRecord, code: grpc.StatusCode, seconds: float, context: grpc.aio.ServicerContext,
+              peer: str) -> None:
     detail = "" if code is grpc.StatusCode.OK else (context.details() or "")
     if isinstance(detail, bytes):
         detail = detail.decode("utf-8", "replace")
     fields = {"method": record.method, "code": code.name, "duration_ms": round(seconds * 1000, 2),
-              "request_id": record.request_id, "peer": context.peer()}
+              "request_id": record.request_id, "peer": peer}
     if detail:
         fields["detail"] = detail[:MAX_LOGGED_DETAIL]
     exc_info = None

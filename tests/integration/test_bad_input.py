@@ -275,3 +275,19 @@ def test_per_call_caps_on_events_and_items(stubs):
              for n in range(validation.MAX_ITEMS_PER_MESSAGE + 1)]
     assert_invalid(refused(lambda: upsert(stubs, *items)), "items")
     assert upsert(stubs, *items[:validation.MAX_ITEMS_PER_MESSAGE]).upserted == validation.MAX_ITEMS_PER_MESSAGE
+
+
+# -- valid requests that used to fail --------------------------------------------------
+
+@pytest.mark.parametrize("strategy", [recommendation_pb.RECOMMEND_STRATEGY_QDRANT_AVERAGE,
+                                      recommendation_pb.RECOMMEND_STRATEGY_QDRANT_BEST_SCORE])
+def test_native_strategies_serve_a_history_with_a_text_only_item(stubs, strategy):
+    upsert(stubs, catalog_pb.ItemInput(id="picture", image=png("red")),
+           catalog_pb.ItemInput(id="words", text="a red square"),
+           catalog_pb.ItemInput(id="other", image=png("blue")))
+    stubs["users"].RecordEvents(recommendation_pb.RecordEventsRequest(events=[
+        recommendation_pb.Event(user_id="u", item_id=item, type=recommendation_pb.EVENT_TYPE_LIKE)
+        for item in ("picture", "words")]))
+    reply = stubs["users"].Recommend(recommendation_pb.RecommendRequest(user_id="u", strategy=strategy))
+    assert reply.strategy == strategy and not reply.cold_start
+    assert {result.id for result in reply.results} <= {"other"}
