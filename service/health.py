@@ -13,7 +13,7 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-Status = health_pb2.HealthCheckResponse.ServingStatus
+Status = int  # a health_pb2.HealthCheckResponse.ServingStatus value
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
@@ -53,8 +53,10 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         while True:
             async with self._changed:
                 # The lock is not held while writing: a slow watcher must not stall set().
-                await self._changed.wait_for(
-                    lambda last=last: self._closing or self._status.get(request.service, SERVICE_UNKNOWN) != last)
+                def changed(sent: Status | None = last) -> bool:
+                    return self._closing or self._status.get(request.service, SERVICE_UNKNOWN) != sent
+
+                await self._changed.wait_for(changed)
                 status = self._status.get(request.service, SERVICE_UNKNOWN)
                 closing = self._closing
             if status != last:

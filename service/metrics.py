@@ -8,9 +8,11 @@ the use cases and the runtime count through this module too.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -80,8 +82,8 @@ class MetricsEndpoint:
     """Prometheus /metrics over HTTP on a thread of its own."""
 
     port: int
-    _server: object
-    _thread: object
+    _server: WSGIServer
+    _thread: threading.Thread
 
     @classmethod
     def start(cls, metrics: Metrics, host: str, port: int) -> MetricsEndpoint:

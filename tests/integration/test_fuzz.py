@@ -28,7 +28,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service.api.lookalike.v1 import (
-    catalog_service_pb2, embedding_service_pb2, recommendation_service_pb2, search_service_pb2,
+    catalog_service_pb2,
+    embedding_service_pb2,
+    recommendation_service_pb2,
+    search_service_pb2,
 )
 from tests.support import ServerThread, deps_with, settings_for
 
