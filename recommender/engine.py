@@ -6,17 +6,14 @@ Inputs are checked once, on the way in (service/validation.py); the engine trust
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from qdrant_client import QdrantClient
 
-from recommender.catalog import Catalog
-from recommender.collection_settings import CollectionLayout
 from recommender.errors import LookalikeError, NotFound
-from recommender.events import EventStore
 from recommender.filters import Filter
 from recommender.recommend import Recommender, RecommenderConfig
+from recommender.storage import Catalog, EventStore, Storage
 from recommender.types import (
     Event,
     ItemInput,
@@ -140,14 +137,8 @@ def _own_vector(item: StoredItem, space: VectorSpace) -> np.ndarray:
     return vector
 
 
-def open_engine(client: QdrantClient, collection: str, model_identity: str, dim: int,
-                payload_indexes: Mapping[str, str] | None = None, location: str = "embedded",
-                config: RecommenderConfig | None = None, clock: Callable[[], datetime] = now_utc,
-                layout: CollectionLayout | None = None) -> Engine:
-    """The catalog and the event store on one Qdrant client, both created if missing."""
-    catalog = Catalog(client, collection, model_identity, dim, payload_indexes, location=location, layout=layout)
-    catalog.open()
-    events = EventStore(client, f"{collection}_events", location=location, layout=layout)
-    events.open()
-    return Engine(catalog, events, config, clock)
+def open_engine(storage: Storage, config: RecommenderConfig | None = None,
+                clock: Callable[[], datetime] = now_utc) -> Engine:
+    """The engine over an opened storage (recommender.storage.edge.open_edge or .server.open_server)."""
+    return Engine(storage.catalog, storage.events, config, clock)
 

@@ -1,20 +1,14 @@
-"""Payload filters: the domain's own types, and their one translation to Qdrant.
+"""Payload filters: the domain's own types, free of any storage engine.
 
-Keys are the caller's payload keys ("color", "brand.name", "tags[]"). The
-catalog keeps caller payloads under one reserved key so they can never clash
-with Lookalike's own fields; that prefix is added here and nowhere else.
+Keys are the caller's payload keys ("color", "brand.name", "tags[]"). Each
+storage implementation translates these types into its engine's own filters
+(recommender/storage/*_filters.py) and adds the reserved payload prefix there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-from qdrant_client import models
-
-from recommender.ids import point_id
-
-PAYLOAD_KEY = "payload"
 
 Scalar = str | int | bool
 
@@ -89,44 +83,3 @@ class Filter:
 
 
 Condition = Match | MatchAny | MatchExcept | Range | DatetimeRange | IsEmpty | HasId | Nested | Filter
-
-
-def to_qdrant(filter_: Filter | None) -> models.Filter | None:
-    if filter_ is None or filter_.is_empty:
-        return None
-    return _filter(filter_, prefix=f"{PAYLOAD_KEY}.", nested=False)
-
-
-def _filter(filter_: Filter, prefix: str, nested: bool) -> models.Filter:
-    def convert(conditions: tuple[Condition, ...]) -> list | None:
-        return [_condition(condition, prefix, nested) for condition in conditions] or None
-
-    return models.Filter(must=convert(filter_.must), should=convert(filter_.should),
-                         must_not=convert(filter_.must_not))
-
-
-def _condition(condition: Condition, prefix: str, nested: bool):
-    if isinstance(condition, Filter):
-        return _filter(condition, prefix, nested)
-    if isinstance(condition, HasId):
-        return models.HasIdCondition(has_id=[point_id(item_id) for item_id in condition.item_ids])
-    if isinstance(condition, Nested):
-        # Keys inside a nested filter are relative to each array element.
-        return models.NestedCondition(nested=models.Nested(
-            key=prefix + condition.key, filter=_filter(condition.filter, prefix="", nested=True)))
-    if isinstance(condition, IsEmpty):
-        return models.IsEmptyCondition(is_empty=models.PayloadField(key=prefix + condition.key))
-    key = prefix + condition.key
-    if isinstance(condition, Match):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=condition.value))
-    if isinstance(condition, MatchAny):
-        return models.FieldCondition(key=key, match=models.MatchAny(any=list(condition.values)))
-    if isinstance(condition, MatchExcept):
-        return models.FieldCondition(key=key, match=models.MatchExcept(**{"except": list(condition.values)}))
-    if isinstance(condition, Range):
-        return models.FieldCondition(key=key, range=models.Range(
-            gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte))
-    if isinstance(condition, DatetimeRange):
-        return models.FieldCondition(key=key, range=models.DatetimeRange(
-            gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte))
-    raise TypeError(f"unknown filter condition {condition!r}")

@@ -1,8 +1,11 @@
 """Recommendations: a user's events -> interests -> batched neighbour queries -> ranking.
 
-Round trips per call, whatever the history size: one scroll for the user's
-events, one fetch of their items' vectors, one batched query for all interests
-(popularity: one event scan and one or two catalog scrolls instead).
+Round trips per call, whatever the history size: one indexed, time-ordered
+read of the user's latest events (a second one, item ids only, when the history
+is longer than the profile window), one fetch of their items' vectors, one
+batched query for all interests. Popularity is counted by the store (facets
+over the indexed item id), cached per process, never a scan of events here.
+Events stamped after the engine clock's `now` are invisible.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from recommender.catalog import Catalog
-from recommender.events import EventStore
+from recommender.filters import Filter, HasId
 from recommender.profiles import ProfileConfig, build_profile
 from recommender.ranking import Candidate, rank
+from recommender.storage import Catalog, EventStore
 from recommender.types import (
     Event,
     Interest,
@@ -36,14 +39,16 @@ from recommender.types import (
 @dataclass(frozen=True)
 class RecommenderConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
-    # Seen items come from this many latest events; the profile uses profile.max_events of them.
+    # Seen items (excluded from results) come from this many latest events; the profile
+    # uses profile.max_events of them. Longer histories exclude only their latest items.
     seen_window_events: int = 10_000
     # Candidates fetched per result slot, shared among interests, so MMR has room to choose.
     candidates_per_slot: int = 4
     space: VectorSpace = VectorSpace.IMAGE
     popularity_window: timedelta = timedelta(days=30)
-    popularity_max_events: int = 50_000
-    # Popularity is a scan of recent events: computed at most this often per process.
+    # Each positive event type contributes its this-many most frequent items.
+    popularity_max_items: int = 1000
+    # Popularity is counted by the store: computed at most this often per process.
     popularity_ttl: timedelta = timedelta(seconds=60)
     native_max_examples: int = 64
     explain_items: int = 3
@@ -51,8 +56,10 @@ class RecommenderConfig:
 
 @dataclass(frozen=True)
 class History:
-    events: list[Event]
+    events: list[Event]  # the latest profile.max_events, oldest first
     vectors: dict[str, np.ndarray]
+    seen: frozenset[str]  # items of the latest seen_window_events
+    event_count: int  # events read, at most seen_window_events
 
 
 class Recommender:
@@ -67,24 +74,35 @@ class Recommender:
     # -- profiles -------------------------------------------------------
 
     def history(self, user_id: str) -> History:
-        events = self._events.for_user(user_id, self._config.seen_window_events)
-        recent_ids = list(dict.fromkeys(event.item_id for event in events[-self._config.profile.max_events:]))
+        now = self._clock()
+        window = self._config.profile.max_events
+        events = self._events.for_user(user_id, window, until=now)
+        if len(events) < window:  # the whole history is here
+            seen, count = frozenset(event.item_id for event in events), len(events)
+        else:
+            seen, count = self._seen(user_id, now)
+        recent_ids = list(dict.fromkeys(event.item_id for event in events))
         stored = self._catalog.get(recent_ids, with_vectors=True)
         vectors = {item_id: vector for item_id, item in stored.items()
                    if (vector := _item_vector(item, self._config.space)) is not None}
-        return History(events, vectors)
+        return History(events, vectors, seen, count)
 
     def seen_item_ids(self, user_id: str) -> frozenset[str]:
-        """Items with any event of the user: one event read, no vectors, no clustering."""
-        events = self._events.for_user(user_id, self._config.seen_window_events)
-        return frozenset(event.item_id for event in events)
+        """Items with any of the user's latest events: item ids only, no vectors, no clustering."""
+        return self._seen(user_id, self._clock())[0]
+
+    def _seen(self, user_id: str, now: datetime) -> tuple[frozenset[str], int]:
+        item_ids = self._events.recent_item_ids(user_id, self._config.seen_window_events, until=now)
+        return frozenset(item_ids), len(item_ids)
 
     def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None) -> UserProfile:
         history = history or self.history(user_id)
         config = self._config.profile
         if max_interests is not None:
             config = replace(config, max_interests=max_interests)
-        return build_profile(user_id, history.events, history.vectors, self._clock(), config)
+        profile = build_profile(user_id, history.events, history.vectors, self._clock(), config)
+        return replace(profile, seen_item_ids=history.seen | profile.seen_item_ids,
+                       event_count=max(history.event_count, profile.event_count))
 
     # -- recommendations --------------------------------------------------
 
@@ -155,7 +173,9 @@ class Recommender:
                  for item_id in shortlist if item_id in matching][:wanted]
         if len(items) < wanted:
             taken = skip | {item.item_id for item in items}
-            filler = self._catalog.scroll(query.filter, wanted - len(items) + len(taken))
+            # The exclusion runs in the store: a heavy user's seen items are never scrolled past here.
+            unseen = (query.filter or Filter()).excluding(HasId(tuple(sorted(taken)))) if taken else query.filter
+            filler = self._catalog.scroll(unseen, wanted - len(items))
             items += [_recommendation(hit, 0.0, None, ()) for hit in filler if hit.item_id not in taken]
         return items[:wanted]
 
@@ -165,8 +185,8 @@ class Recommender:
         cached = self._popularity
         if cached is not None and timedelta(0) <= now - cached[0] < self._config.popularity_ttl:
             return cached[1]
-        counts = self._events.popularity(now - self._config.popularity_window, self._config.profile.event_weights,
-                                         self._config.popularity_max_events)
+        counts = self._events.popularity(now - self._config.popularity_window, now,
+                                         self._config.profile.event_weights, self._config.popularity_max_items)
         self._popularity = (now, counts)  # one reference swap: safe for concurrent callers
         return counts
 

@@ -55,10 +55,13 @@ class Settings(BaseSettings):
 
     # Catalog
     data_dir: Path = Field(default_factory=default_data_dir)
+    # Unset: embedded Qdrant Edge under data_dir. http(s)://host:PORT = REST on PORT;
+    # grpc://host:PORT = gRPC on PORT (service/qdrant_connection.py).
     qdrant_url: str | None = None
     qdrant_api_key: str | None = Field(None, repr=False)  # from the environment or qdrant_api_key_file only
     qdrant_api_key_file: Path | None = None
-    qdrant_prefer_grpc: bool = True
+    # With an http(s) URL: also dial gRPC on this port and prefer it for data calls.
+    qdrant_grpc_port: int | None = Field(None, ge=1, le=65535)
     qdrant_timeout_s: int = Field(10, ge=1)
     collection: str = "items"
     # Cluster layout for new collections (server mode); unset = Qdrant's defaults.
@@ -118,8 +121,9 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def qdrant_path(self) -> Path:
-        return self.data_dir / "qdrant"
+    def storage_path(self) -> Path:
+        """The embedded engine's locked folder (recommender/storage/folder.py)."""
+        return self.data_dir / "storage"
 
 
 def read_secret(path: Path, setting: str) -> str:

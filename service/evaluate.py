@@ -113,18 +113,16 @@ def run_evaluation(settings: EvalSettings) -> EvalRun:
 
 def _run_engine(embedder, catalog: Sequence, vectors: dict[str, np.ndarray], split: TemporalSplit,
                 attributes, settings: EvalSettings, seconds: dict[str, float]) -> EvaluationResult:
-    """A fresh engine on a throwaway embedded Qdrant: load the items and the training events, then measure."""
-    from qdrant_client import QdrantClient
-
+    """A fresh engine on a throwaway embedded Qdrant Edge: load the items and the training events, then measure."""
     from recommender.engine import open_engine
+    from recommender.storage.edge import open_edge
 
     with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as folder:
-        client = QdrantClient(path=folder)
+        storage = open_edge(Path(folder), "eval_items", embedder.identity, embedder.dim)
         try:
             # Recency decay is measured from the clock: fixed at the split, the
             # engine sees the history exactly as it stood at that moment.
-            engine = open_engine(client, "eval_items", embedder.identity, embedder.dim,
-                                 clock=lambda: split.split_time)
+            engine = open_engine(storage, clock=lambda: split.split_time)
             started = time.perf_counter()
             upsert_catalog(engine, catalog, vectors)
             record_history(engine, split)
@@ -133,7 +131,7 @@ def _run_engine(embedder, catalog: Sequence, vectors: dict[str, np.ndarray], spl
             result = _measure(engine, split, attributes, vectors, settings)
             seconds["recommend"] = time.perf_counter() - started
         finally:
-            client.close()
+            storage.close()
     return result
 
 

@@ -3,7 +3,8 @@
 Blocking work never runs on the event loop: the model runs on one inference
 thread, fed by the batch scheduler (service/embedding/batching.py) whose
 preprocess pool decodes the next batch meanwhile; catalog calls go to their own
-executor (one thread for embedded Qdrant, which is not thread-safe).
+executor. Both storage engines take concurrent reads: Qdrant Edge releases the
+GIL while it searches, and a Qdrant server is a network call.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, TypeVar
 
-from qdrant_client import QdrantClient
-
-from recommender.collection_settings import CollectionLayout
 from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
+from recommender.storage import Storage
 from service.config import Settings
 from service.embedding import ClipEmbedder, ModelSpec, load_embedder
 from service.embedding.batching import BatchPolicy, BatchScheduler
@@ -29,7 +28,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 REMOTE_CATALOG_THREADS = 8
+# Edge reads run in parallel outside the GIL; more threads than this only queue inside Edge.
+EMBEDDED_CATALOG_THREADS = 4
 CATALOG_RETRY_S = (0.5, 1, 2, 5)
+
+
+# Opens the storage for a model: (model identity, vector dimension) -> Storage.
+StorageOpener = Callable[[str, int], Storage]
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,12 @@ class Dependencies:
     """How to make the heavy parts; tests pass their own (a tiny model, a temp dir)."""
 
     load_embedder: Callable[[], ClipEmbedder]
-    open_qdrant: Callable[[], QdrantClient]
-    qdrant_location: str
+    open_storage: StorageOpener
+    storage_location: str  # "embedded" or where the Qdrant server is, for logs and errors
+
+    @property
+    def embedded(self) -> bool:
+        return self.storage_location == "embedded"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dependencies:
@@ -47,16 +56,34 @@ class Dependencies:
                                  precision=settings.precision, max_batch=settings.max_batch, seed=settings.seed,
                                  max_image_pixels=settings.max_image_pixels)
 
-        if settings.qdrant_url:
-            def open_remote() -> QdrantClient:
-                return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
-                                    prefer_grpc=settings.qdrant_prefer_grpc, timeout=settings.qdrant_timeout_s)
-            return cls(load, open_remote, settings.qdrant_url)
+        return cls(load, storage_opener(settings), "embedded" if not settings.qdrant_url else settings.qdrant_url)
 
-        def open_embedded() -> QdrantClient:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-            return QdrantClient(path=str(settings.qdrant_path))
-        return cls(load, open_embedded, "embedded")
+
+def storage_opener(settings: Settings) -> StorageOpener:
+    """The embedded Qdrant Edge folder, or a Qdrant server when a URL is set."""
+    if settings.qdrant_url:
+        url = settings.qdrant_url
+
+        def open_remote(model_identity: str, dim: int) -> Storage:
+            from recommender.collection_settings import CollectionLayout
+            from recommender.storage.server import open_server
+            from service.qdrant_connection import describe, open_client
+
+            client = open_client(url, settings.qdrant_grpc_port, settings.qdrant_api_key, settings.qdrant_timeout_s)
+            layout = CollectionLayout(settings.qdrant_shard_number, settings.qdrant_replication_factor)
+            try:
+                return open_server(client, settings.collection, model_identity, dim, settings.payload_indexes,
+                                   location=describe(url, settings.qdrant_grpc_port), layout=layout)
+            except BaseException:
+                client.close()
+                raise
+        return open_remote
+
+    def open_embedded(model_identity: str, dim: int) -> Storage:
+        from recommender.storage.edge import open_edge
+
+        return open_edge(settings.data_dir, settings.collection, model_identity, dim, settings.payload_indexes)
+    return open_embedded
 
 
 class Runtime:
@@ -67,10 +94,10 @@ class Runtime:
         # One thread: a batch already uses every core torch is given; two would split them.
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
-        threads = 1 if deps.qdrant_location == "embedded" else REMOTE_CATALOG_THREADS
+        threads = EMBEDDED_CATALOG_THREADS if deps.embedded else REMOTE_CATALOG_THREADS
         self._catalog_pool = ThreadPoolExecutor(threads, thread_name_prefix="catalog")
         self._inflight = 0
-        self._client: QdrantClient | None = None
+        self._storage: Storage | None = None
         self.embedder: ClipEmbedder | None = None
         self.batcher: BatchScheduler | None = None
         self.engine: Engine | None = None
@@ -117,11 +144,8 @@ class Runtime:
                 return
 
     def _open_engine(self) -> Engine:
-        if self._client is None:
-            self._client = self._deps.open_qdrant()
-        layout = CollectionLayout(self._settings.qdrant_shard_number, self._settings.qdrant_replication_factor)
-        return open_engine(self._client, self._settings.collection, self.embedder.identity, self.embedder.dim,
-                           self._settings.payload_indexes, location=self._deps.qdrant_location, layout=layout)
+        self._storage = self._deps.open_storage(self.embedder.identity, self.embedder.dim)
+        return open_engine(self._storage)
 
     def require_ready(self) -> tuple[ClipEmbedder, Engine]:
         if self.engine is None:
@@ -173,5 +197,6 @@ class Runtime:
         self._inference_pool.shutdown(wait=True, cancel_futures=True)
         self._preprocess_pool.shutdown(wait=True, cancel_futures=True)
         self._catalog_pool.shutdown(wait=True, cancel_futures=True)
-        if self._client is not None:
-            self._client.close()
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None

@@ -20,6 +20,6 @@ def settings_for(data_dir: Path, **overrides) -> Settings:
 
 
 def deps_with(settings: Settings, embedder: ClipEmbedder) -> Dependencies:
-    """Real embedded Qdrant from the settings, with a model the test already loaded."""
+    """Real storage from the settings (embedded Qdrant Edge unless a URL is set), with a model the test loaded."""
     defaults = Dependencies.from_settings(settings)
-    return Dependencies(lambda: embedder, defaults.open_qdrant, defaults.qdrant_location)
+    return Dependencies(lambda: embedder, defaults.open_storage, defaults.storage_location)

@@ -77,8 +77,8 @@ def test_a_dislike_removes_a_kind(client, kinds_catalog):
     before = Counter(kind_of(i) for i in client.recommend("bob", limit=10).ids)
     assert before["yellow-hexagon"] >= 3
 
-    client.record_events(events("bob", "yellow-hexagon", range(6, 10), "dislike", start_hours_ago=2)
-                         + events("bob", "yellow-hexagon", range(0, 6), "dislike", start_hours_ago=1))
+    client.record_events(events("bob", "yellow-hexagon", range(6, 10), "dislike", start_hours_ago=12)
+                         + events("bob", "yellow-hexagon", range(0, 6), "dislike", start_hours_ago=8))
     after = client.recommend("bob", limit=10)
     assert Counter(kind_of(i) for i in after.ids) == Counter({"green-star": 10})
     assert len(client.profile("bob").negatives) == 1

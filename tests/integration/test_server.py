@@ -27,7 +27,7 @@ def test_health_is_not_serving_until_the_model_is_loaded(tmp_path, tiny_embedder
         return tiny_embedder
 
     real = deps_with(settings, tiny_embedder)
-    deps = Dependencies(slow_load, real.open_qdrant, real.qdrant_location)
+    deps = Dependencies(slow_load, real.open_storage, real.storage_location)
     with ServerThread(settings, deps, wait_ready=False) as server, LookalikeClient(server.target) as client:
         assert client.health() == "NOT_SERVING"
         assert client.health("lookalike.v1.SearchService") == "NOT_SERVING"
@@ -63,12 +63,12 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("prefer_grpc", [True, False])
-def test_an_unreachable_vector_store_means_unavailable_not_a_crash(tmp_path, tiny_embedder, prefer_grpc):
-    settings = settings_for(tmp_path, qdrant_url=f"http://127.0.0.1:{closed_port()}", qdrant_prefer_grpc=prefer_grpc,
-                            qdrant_timeout_s=2)
-    deps = Dependencies(lambda: tiny_embedder, Dependencies.from_settings(settings).open_qdrant, settings.qdrant_url)
-    with ServerThread(settings, deps, wait_ready=False) as server, LookalikeClient(server.target) as client:
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_an_unreachable_vector_store_means_unavailable_not_a_crash(tmp_path, tiny_embedder, scheme):
+    port = closed_port()
+    settings = settings_for(tmp_path, qdrant_url=f"{scheme}://127.0.0.1:{port}", qdrant_timeout_s=2)
+    with ServerThread(settings, deps_with(settings, tiny_embedder), wait_ready=False) as server, \
+            LookalikeClient(server.target) as client:
         time.sleep(1.0)  # let startup try (and fail) to reach the store
         assert client.health() == "NOT_SERVING"
         with pytest.raises(grpc.RpcError) as raised:

@@ -7,17 +7,18 @@ from datetime import datetime, timezone
 from qdrant_client import models
 
 from recommender import filters as f
+from recommender.storage.server_filters import to_qdrant
 from recommender.ids import point_id
 
 
 def test_keys_are_prefixed_and_ids_become_point_ids():
-    converted = f.to_qdrant(f.Filter(must=(f.Match("color", "red"), f.HasId(("sku-1",)))))
+    converted = to_qdrant(f.Filter(must=(f.Match("color", "red"), f.HasId(("sku-1",)))))
     assert converted.must[0] == models.FieldCondition(key="payload.color", match=models.MatchValue(value="red"))
     assert converted.must[1] == models.HasIdCondition(has_id=[point_id("sku-1")])
 
 
 def test_nested_keys_are_relative_to_the_array_elements():
-    converted = f.to_qdrant(f.Filter(must=(f.Nested("variants", f.Filter(must=(f.Range("count", lt=3),))),)))
+    converted = to_qdrant(f.Filter(must=(f.Nested("variants", f.Filter(must=(f.Range("count", lt=3),))),)))
     nested = converted.must[0].nested
     assert nested.key == "payload.variants"
     assert nested.filter.must[0].key == "count"
@@ -25,7 +26,7 @@ def test_nested_keys_are_relative_to_the_array_elements():
 
 def test_datetime_ranges_and_except_keep_their_bounds():
     moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    converted = f.to_qdrant(f.Filter(must_not=(f.DatetimeRange("created_at", gte=moment),
+    converted = to_qdrant(f.Filter(must_not=(f.DatetimeRange("created_at", gte=moment),
                                                f.MatchExcept("shape", ("circle",)))))
     assert converted.must_not[0].range.gte == moment
     assert converted.must_not[1].match == models.MatchExcept(**{"except": ["circle"]})
@@ -37,4 +38,4 @@ def test_point_ids_are_stable_uuids():
 
 
 def test_no_filter_means_none():
-    assert f.to_qdrant(None) is None and f.to_qdrant(f.Filter()) is None
+    assert to_qdrant(None) is None and to_qdrant(f.Filter()) is None

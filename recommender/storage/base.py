@@ -1,0 +1,259 @@
+"""The storage interface: the item catalog and the event log, engine-agnostic.
+
+Two implementations follow it: Qdrant Edge in-process (edge.py, the embedded
+default) and qdrant-client against a Qdrant server or cluster (server.py).
+Both keep the same data model, so what is said here holds for both:
+
+- items: one point per item, id = uuid5(item id), named vectors `image` and
+  `text`, the item id and the caller's payload (under PAYLOAD_KEY) in the payload;
+- events: one point per event, append-only, payload indexes on the user id,
+  the item id, the event type and the timestamp (epoch seconds), so a user's
+  history is an indexed, ordered read and never a scan of all events;
+- the catalog records which model made its vectors; a mismatch refuses writes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from recommender.errors import InvalidArgument, ModelMismatch
+from recommender.filters import Filter, HasId
+from recommender.types import Event, EventType, ItemInput, Scored, SearchParams, StoredItem, VectorSpace
+
+# -- the data model, shared by both engines ------------------------------------
+
+ITEM_ID_KEY = "item_id"
+TEXT_KEY = "text"
+HAS_IMAGE_KEY = "has_image"
+# Caller payloads live under one reserved key so they never clash with the fields above.
+PAYLOAD_KEY = "payload"
+# Reciprocal rank fusion of the image and text lists reads this many from each.
+FUSION_DEPTH = 100
+# Qdrant's default RRF constant, so both engines fuse identically.
+RRF_K = 2
+
+USER_KEY = "user_id"
+EVENT_ITEM_KEY = "item_id"
+TYPE_KEY = "event_type"
+WEIGHT_KEY = "weight"
+TIME_KEY = "timestamp"  # epoch seconds: range filters and ordering need a number
+
+PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
+# Event fields and the kind of index each gets on both engines.
+EVENT_INDEXES = {USER_KEY: "keyword", EVENT_ITEM_KEY: "keyword", TYPE_KEY: "keyword", TIME_KEY: "float"}
+
+
+class Catalog(abc.ABC):
+    """Items with their vectors and payloads, searchable by vector with filters."""
+
+    dim: int
+
+    def __init__(self, model_identity: str, dim: int) -> None:
+        self.model_identity = model_identity
+        self.dim = dim
+        self._mismatch: str | None = None
+
+    # -- model guard ------------------------------------------------------
+
+    def require_same_model(self) -> None:
+        """Called before any write, and before comparing model-made vectors with stored ones."""
+        if self._mismatch:
+            raise ModelMismatch(self._mismatch)
+
+    def _guard(self, where: str, stored_model: str | None, stored_dim: int | None) -> None:
+        if stored_model == self.model_identity and stored_dim == self.dim:
+            self._mismatch = None
+            return
+        made_by = f"model {stored_model!r}" if stored_model else "an unknown model (no Lookalike metadata)"
+        self._mismatch = (
+            f"{where} holds vectors made by {made_by}, but this server runs {self.model_identity!r} "
+            f"(dim {self.dim}): vectors of different models cannot be compared. Serve a new collection "
+            "(--collection / LOOKALIKE_COLLECTION) and re-ingest, or start the server with the model that built it.")
+
+    @property
+    def mismatch(self) -> str | None:
+        return self._mismatch
+
+    # -- operations ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def ping(self) -> None: ...
+
+    @abc.abstractmethod
+    def upsert(self, items: Sequence[ItemInput]) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, item_ids: Sequence[str], with_vectors: bool = False) -> dict[str, StoredItem]: ...
+
+    @abc.abstractmethod
+    def delete(self, item_ids: Sequence[str]) -> int:
+        """Delete these items; returns how many existed."""
+
+    @abc.abstractmethod
+    def delete_where(self, filter_: Filter) -> int:
+        """Delete the items matching a non-empty filter; returns how many matched."""
+
+    @abc.abstractmethod
+    def count(self) -> int: ...
+
+    @abc.abstractmethod
+    def search(self, vector: np.ndarray, space: VectorSpace, filter_: Filter | None, params: SearchParams,
+               exclude_ids: Sequence[str] = ()) -> list[Scored]: ...
+
+    @abc.abstractmethod
+    def search_fused(self, vectors: Mapping[VectorSpace, np.ndarray], filter_: Filter | None, params: SearchParams,
+                     exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        """One ranking from several vector spaces, by reciprocal rank fusion (k = RRF_K)."""
+
+    @abc.abstractmethod
+    def search_many(self, vectors: Sequence[np.ndarray], limits: Sequence[int], space: VectorSpace,
+                    filter_: Filter | None, exclude_ids: Sequence[str] = ()) -> list[list[Scored]]:
+        """Several nearest-neighbour queries in one round trip, hits carrying their vectors."""
+
+    @abc.abstractmethod
+    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+                         space: VectorSpace, filter_: Filter | None, params: SearchParams,
+                         exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        """Qdrant's own recommend (average_vector or best_score): a baseline to measure against.
+        The example items themselves are never returned."""
+
+    @abc.abstractmethod
+    def scroll(self, filter_: Filter | None, limit: int, only_ids: Sequence[str] | None = None) -> list[Scored]:
+        """Items matching a filter, no ranking (score 0); `only_ids` restricts to those items."""
+
+    def close(self) -> None:
+        """Release what the catalog holds; the storage closes the engine itself."""
+
+
+class EventStore(abc.ABC):
+    """Append-only user events. Reads go through payload indexes, never a scan of all events."""
+
+    @abc.abstractmethod
+    def append(self, events: Sequence[Event], event_ids: Sequence[str | None] | None = None) -> None:
+        """Store events; an event with an id lands on the same point when retried."""
+
+    @abc.abstractmethod
+    def for_user(self, user_id: str, limit: int, until: datetime | None = None) -> list[Event]:
+        """The user's latest `limit` events at or before `until`, oldest first: one indexed, ordered read."""
+
+    @abc.abstractmethod
+    def recent_item_ids(self, user_id: str, limit: int, until: datetime | None = None) -> list[str]:
+        """The item of each of the user's latest `limit` events at or before `until`, newest first;
+        the same indexed read as for_user, but only the item id of each event comes back."""
+
+    @abc.abstractmethod
+    def delete_user(self, user_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def popularity(self, since: datetime, until: datetime, weights: Mapping[EventType, float],
+                   max_items: int) -> Counter:
+        """Positive events per item in [since, until], each weighted by its type's weight.
+
+        Counted by the engine (a facet per positive type over the indexed item id),
+        never by reading events into Python; each type contributes its `max_items`
+        most frequent items."""
+
+    def close(self) -> None:
+        """Release what the event store holds; the storage closes the engine itself."""
+
+
+class Storage(abc.ABC):
+    """An opened engine: one catalog and one event store."""
+
+    location: str
+    catalog: Catalog
+    events: EventStore
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def optimize(self) -> bool:
+        """Build indexes the engine does not build by itself (Edge's HNSW); False when nothing to do."""
+        return False
+
+
+# -- helpers both implementations use ----------------------------------------------
+
+def item_payload(item: ItemInput) -> dict[str, Any]:
+    return {ITEM_ID_KEY: item.item_id, TEXT_KEY: item.text, HAS_IMAGE_KEY: item.image_vector is not None,
+            PAYLOAD_KEY: dict(item.payload)}
+
+
+def item_vectors(item: ItemInput) -> dict[str, list[float]]:
+    vectors = {}
+    if item.image_vector is not None:
+        vectors[VectorSpace.IMAGE.value] = item.image_vector.tolist()
+    if item.text_vector is not None:
+        vectors[VectorSpace.TEXT.value] = item.text_vector.tolist()
+    return vectors
+
+
+def stored_item(payload: Mapping, vectors: Mapping | None) -> StoredItem:
+    vectors = vectors or {}
+
+    def as_array(space: VectorSpace) -> np.ndarray | None:
+        values = vectors.get(space.value)
+        return None if values is None else np.asarray(values, dtype=np.float32)
+
+    return StoredItem(item_id=payload[ITEM_ID_KEY], payload=payload.get(PAYLOAD_KEY) or {},
+                      text=payload.get(TEXT_KEY), has_image=bool(payload.get(HAS_IMAGE_KEY)),
+                      image_vector=as_array(VectorSpace.IMAGE), text_vector=as_array(VectorSpace.TEXT))
+
+
+def scored(payload: Mapping | None, score: float | None, vectors: Any = None,
+           space: VectorSpace | None = None) -> Scored:
+    payload = payload or {}
+    vector = None
+    if space is not None and isinstance(vectors, dict) and vectors.get(space.value) is not None:
+        vector = np.asarray(vectors[space.value], dtype=np.float32)
+    return Scored(item_id=payload[ITEM_ID_KEY], score=float(score or 0.0), payload=payload.get(PAYLOAD_KEY) or {},
+                  text=payload.get(TEXT_KEY), vector=vector)
+
+
+def excluding(filter_: Filter | None, item_ids: Sequence[str]) -> Filter | None:
+    if not item_ids:
+        return filter_
+    return (filter_ or Filter()).excluding(HasId(tuple(item_ids)))
+
+
+def restricted(filter_: Filter | None, only_ids: Sequence[str]) -> Filter:
+    return (filter_ or Filter()).and_also(HasId(tuple(only_ids)))
+
+
+def require_condition(filter_: Filter | None) -> Filter:
+    if filter_ is None or filter_.is_empty:
+        raise InvalidArgument("filter", "an empty filter would delete every item; give at least one condition")
+    return filter_
+
+
+def average_vector_query(positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray]) -> np.ndarray:
+    """Qdrant's average_vector recommend: avg(pos) + (avg(pos) - avg(neg)) when negatives exist."""
+    positive = np.mean(np.stack(positives), axis=0)
+    if not negatives:
+        return positive
+    return positive + positive - np.mean(np.stack(negatives), axis=0)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    return {USER_KEY: event.user_id, EVENT_ITEM_KEY: event.item_id, TYPE_KEY: event.event_type.value,
+            WEIGHT_KEY: event.weight, TIME_KEY: event.timestamp.timestamp()}
+
+
+def event_from_payload(payload: Mapping) -> Event:
+    return Event(user_id=payload[USER_KEY], item_id=payload[EVENT_ITEM_KEY], event_type=EventType(payload[TYPE_KEY]),
+                 timestamp=datetime.fromtimestamp(payload[TIME_KEY], tz=timezone.utc),
+                 weight=float(payload.get(WEIGHT_KEY, 1.0)))
+
+
+def positive_types(weights: Mapping[EventType, float]) -> list[tuple[EventType, float]]:
+    return [(event_type, weights.get(event_type, 0.0)) for event_type in EventType
+            if not event_type.is_negative and weights.get(event_type, 0.0) > 0]
+
+
+def first_seen(item_ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(item_ids))

@@ -1,0 +1,303 @@
+"""Qdrant Edge in-process: the embedded default.
+
+Qdrant's own Rust engine runs inside this process: payload indexes, filtered
+search, ordered scrolls and facets, with no server to run. Reads release the
+GIL, so several catalog threads really run in parallel. One Edge shard holds
+one collection, so a Lookalike collection is two shards (items, events) in
+the locked data folder (folder.py); the model identity lives in a file there.
+
+Edge builds HNSW graphs only when asked (`optimize`, synchronous, holding the
+GIL for its whole run), so serving never triggers it: until an operator runs
+`lookalike optimize`, searches are exact over the vectors, pre-filtered by the
+payload indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import qdrant_edge as edge
+
+from recommender.filters import Filter
+from recommender.ids import event_point_id, point_id
+from recommender.storage.base import (
+    EVENT_INDEXES, EVENT_ITEM_KEY, FUSION_DEPTH, ITEM_ID_KEY, PAYLOAD_KEY, RRF_K, TIME_KEY, TYPE_KEY, USER_KEY,
+    Catalog, EventStore, Storage, average_vector_query, event_from_payload, event_payload, excluding, first_seen,
+    item_payload, item_vectors, positive_types, require_condition, restricted, scored, stored_item,
+)
+from recommender.storage.edge_filters import to_edge
+from recommender.storage.folder import DataFolder, StorageError, old_layout_message
+from recommender.types import Event, EventType, ItemInput, Scored, SearchParams, StoredItem, VectorSpace
+
+log = logging.getLogger(__name__)
+
+_SCHEMAS = {
+    "keyword": edge.PayloadSchemaType.Keyword,
+    "integer": edge.PayloadSchemaType.Integer,
+    "float": edge.PayloadSchemaType.Float,
+    "bool": edge.PayloadSchemaType.Bool,
+    "datetime": edge.PayloadSchemaType.Datetime,
+    "text": edge.PayloadSchemaType.Text,
+    "uuid": edge.PayloadSchemaType.Uuid,
+}
+# Edge wants at least one vector per shard; events have none, so an unused sparse one.
+_NO_VECTORS = {"unused": edge.EdgeSparseVectorParams()}
+
+
+class _Shard:
+    """One Edge shard. Writes are serialised here; reads run concurrently."""
+
+    def __init__(self, path: Path, config: edge.EdgeConfig) -> None:
+        self.path = path
+        if (path / "edge_config.json").exists():
+            self.shard = edge.EdgeShard.load(str(path))
+        else:
+            self.shard = edge.EdgeShard.create(str(path), config)
+        self._write_lock = threading.Lock()
+
+    def update(self, operation: edge.UpdateOperation) -> None:
+        with self._write_lock:
+            self.shard.update(operation)
+
+    def ensure_indexes(self, indexes: Mapping[str, str]) -> None:
+        present = self.shard.info().payload_schema
+        for key, kind in indexes.items():
+            if key not in present:
+                self.update(edge.UpdateOperation.create_field_index(key, _SCHEMAS[kind]))
+
+    def close(self) -> None:
+        with self._write_lock:
+            self.shard.flush()
+            self.shard.close()
+
+
+class EdgeCatalog(Catalog):
+    def __init__(self, shard: _Shard, model_identity: str, dim: int, where: str,
+                 stored_model: str | None, stored_dim: int | None) -> None:
+        super().__init__(model_identity, dim)
+        self._shard = shard
+        self._guard(where, stored_model, stored_dim)
+
+    def ping(self) -> None:
+        self._shard.shard.info()
+
+    def upsert(self, items: Sequence[ItemInput]) -> None:
+        self.require_same_model()
+        if not items:
+            return
+        points = [edge.Point(point_id(item.item_id), item_vectors(item), item_payload(item)) for item in items]
+        self._shard.update(edge.UpdateOperation.upsert_points(points))
+
+    def get(self, item_ids: Sequence[str], with_vectors: bool = False) -> dict[str, StoredItem]:
+        if not item_ids:
+            return {}
+        records = self._shard.shard.retrieve([point_id(i) for i in first_seen(item_ids)], with_payload=True,
+                                             with_vector=with_vectors)
+        items = (stored_item(record.payload or {}, record.vector if with_vectors else None) for record in records)
+        return {item.item_id: item for item in items}
+
+    def delete(self, item_ids: Sequence[str]) -> int:
+        present = self.get(item_ids)
+        if present:
+            self._shard.update(edge.UpdateOperation.delete_points([point_id(i) for i in present]))
+        return len(present)
+
+    def delete_where(self, filter_: Filter) -> int:
+        condition = to_edge(require_condition(filter_))
+        matched = self._shard.shard.count(edge.CountRequest(exact=True, filter=condition))
+        self._shard.update(edge.UpdateOperation.delete_points_by_filter(condition))
+        return matched
+
+    def count(self) -> int:
+        return self._shard.shard.count(edge.CountRequest(exact=True))
+
+    def search(self, vector: np.ndarray, space: VectorSpace, filter_: Filter | None, params: SearchParams,
+               exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        hits = self._shard.shard.query(edge.QueryRequest(
+            limit=params.limit, offset=params.offset, query=edge.Query.Nearest(vector.tolist(), using=space.value),
+            filter=to_edge(excluding(filter_, exclude_ids)), score_threshold=params.score_threshold,
+            with_payload=True))
+        return [scored(hit.payload, hit.score) for hit in hits]
+
+    def search_fused(self, vectors: Mapping[VectorSpace, np.ndarray], filter_: Filter | None, params: SearchParams,
+                     exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        condition = to_edge(excluding(filter_, exclude_ids))
+        depth = max(FUSION_DEPTH, params.offset + params.limit)
+        prefetches = [edge.Prefetch(limit=depth, query=edge.Query.Nearest(vector.tolist(), using=space.value),
+                                    filter=condition) for space, vector in vectors.items()]
+        hits = self._shard.shard.query(edge.QueryRequest(
+            limit=params.limit, offset=params.offset, prefetches=prefetches, query=edge.Fusion.Rrf(k=RRF_K),
+            score_threshold=params.score_threshold, with_payload=True))
+        return [scored(hit.payload, hit.score) for hit in hits]
+
+    def search_many(self, vectors: Sequence[np.ndarray], limits: Sequence[int], space: VectorSpace,
+                    filter_: Filter | None, exclude_ids: Sequence[str] = ()) -> list[list[Scored]]:
+        if not vectors:
+            return []
+        condition = to_edge(excluding(filter_, exclude_ids))
+        requests = [edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector.tolist(), using=space.value),
+                                      filter=condition, with_payload=True, with_vector=[space.value])
+                    for vector, limit in zip(vectors, limits)]
+        batches = self._shard.shard.query_batch(edge.QueryBatchRequest(requests))
+        return [[scored(hit.payload, hit.score, hit.vector, space) for hit in hits] for hits in batches]
+
+    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+                         space: VectorSpace, filter_: Filter | None, params: SearchParams,
+                         exclude_ids: Sequence[str] = ()) -> list[Scored]:
+        # Edge recommends by vectors, not by ids: fetch the examples' vectors first.
+        stored = self.get(list(positive_ids) + list(negative_ids), with_vectors=True)
+        positives = [vector for i in positive_ids if (vector := _own(stored.get(i), space)) is not None]
+        negatives = [vector for i in negative_ids if (vector := _own(stored.get(i), space)) is not None]
+        if not positives:
+            return []
+        if best_score:
+            query = edge.Query.RecommendBestScore(
+                edge.RecommendQuery([v.tolist() for v in positives], [v.tolist() for v in negatives]),
+                using=space.value)
+        else:
+            query = edge.Query.Nearest(average_vector_query(positives, negatives).tolist(), using=space.value)
+        examples = first_seen(list(exclude_ids) + list(positive_ids) + list(negative_ids))
+        hits = self._shard.shard.query(edge.QueryRequest(
+            limit=params.limit, offset=params.offset, query=query, filter=to_edge(excluding(filter_, examples)),
+            with_payload=True))
+        return [scored(hit.payload, hit.score) for hit in hits]
+
+    def scroll(self, filter_: Filter | None, limit: int, only_ids: Sequence[str] | None = None) -> list[Scored]:
+        if only_ids is not None:
+            if not only_ids:
+                return []
+            filter_ = restricted(filter_, only_ids)
+        if limit <= 0:
+            return []
+        records, _ = self._shard.shard.scroll(edge.ScrollRequest(limit=limit, filter=to_edge(filter_),
+                                                                 with_payload=True, with_vector=False))
+        return [scored(record.payload, 0.0) for record in records]
+
+
+class EdgeEventStore(EventStore):
+    def __init__(self, shard: _Shard) -> None:
+        self._shard = shard
+
+    def append(self, events: Sequence[Event], event_ids: Sequence[str | None] | None = None) -> None:
+        if not events:
+            return
+        ids = event_ids or [None] * len(events)
+        points = [edge.Point(event_point_id(event.user_id, event_id), {}, event_payload(event))
+                  for event, event_id in zip(events, ids)]
+        self._shard.update(edge.UpdateOperation.upsert_points(points))
+
+    def for_user(self, user_id: str, limit: int, until: datetime | None = None) -> list[Event]:
+        records = self._latest(user_id, limit, until, with_payload=True)
+        return [event_from_payload(record.payload) for record in reversed(records)]
+
+    def recent_item_ids(self, user_id: str, limit: int, until: datetime | None = None) -> list[str]:
+        records = self._latest(user_id, limit, until, with_payload=edge.PayloadSelector.Include([EVENT_ITEM_KEY]))
+        return [record.payload[EVENT_ITEM_KEY] for record in records]
+
+    def _latest(self, user_id: str, limit: int, until: datetime | None, with_payload) -> list:
+        if limit <= 0:
+            return []
+        records, _ = self._shard.shard.scroll(edge.ScrollRequest(
+            limit=limit, filter=_user_filter(user_id, until), with_payload=with_payload, with_vector=False,
+            order_by=edge.OrderBy(TIME_KEY, direction=edge.Direction.Desc)))
+        return records
+
+    def delete_user(self, user_id: str) -> int:
+        condition = _user_filter(user_id, None)
+        count = self._shard.shard.count(edge.CountRequest(exact=True, filter=condition))
+        self._shard.update(edge.UpdateOperation.delete_points_by_filter(condition))
+        return count
+
+    def popularity(self, since: datetime, until: datetime, weights: Mapping[EventType, float],
+                   max_items: int) -> Counter:
+        scores: Counter = Counter()
+        window = edge.FieldCondition(key=TIME_KEY, range=edge.RangeFloat(gte=since.timestamp(),
+                                                                         lte=until.timestamp()))
+        for event_type, weight in positive_types(weights):
+            response = self._shard.shard.facet(edge.FacetRequest(
+                EVENT_ITEM_KEY, limit=max_items, exact=True,
+                filter=edge.Filter(must=[window, edge.FieldCondition(key=TYPE_KEY,
+                                                                     match=edge.MatchValue(event_type.value))])))
+            for hit in response.hits:
+                scores[hit.value] += weight * hit.count
+        return scores
+
+
+class EdgeStorage(Storage):
+    """A collection's two Edge shards in a locked data folder."""
+
+    def __init__(self, folder: DataFolder, items: _Shard, events: _Shard, catalog: EdgeCatalog) -> None:
+        self.location = f"embedded Qdrant Edge in {folder.path}"
+        self._folder = folder
+        self._items = items
+        self._events = events
+        self.catalog = catalog
+        self.events = EdgeEventStore(events)
+
+    def optimize(self) -> bool:
+        """Build HNSW graphs and merge segments. Blocks the whole process while it runs:
+        an offline maintenance step (`lookalike optimize`), never run while serving."""
+        changed_items = self._items.shard.optimize()
+        changed_events = self._events.shard.optimize()
+        return changed_items or changed_events
+
+    def close(self) -> None:
+        try:
+            self._items.close()
+            self._events.close()
+        finally:
+            self._folder.close()
+
+
+def open_edge(data_dir: Path, collection: str, model_identity: str, dim: int,
+              payload_indexes: Mapping[str, str] | None = None) -> EdgeStorage:
+    """Lock the folder, then open (or create) the collection's shards and check its model."""
+    folder = DataFolder.open(data_dir)
+    try:
+        path = folder.collection(collection)
+        metadata = folder.read_metadata(collection)
+        if metadata is None:
+            message = old_layout_message(data_dir, collection)
+            if message:
+                raise StorageError(message)
+            metadata = {"model": model_identity, "dim": dim}
+            folder.write_metadata(collection, metadata)
+            log.info("created collection %s for model %s (dim %d) in %s", collection, model_identity, dim, path)
+        stored_dim = metadata.get("dim")
+        space = edge.EdgeVectorParams(size=int(stored_dim or dim), distance=edge.Distance.Cosine)
+        items = _Shard(path / "items", edge.EdgeConfig(
+            vectors={VectorSpace.IMAGE.value: space, VectorSpace.TEXT.value: space}))
+        items.ensure_indexes({ITEM_ID_KEY: "keyword",
+                              **{f"{PAYLOAD_KEY}.{key}": kind for key, kind in (payload_indexes or {}).items()}})
+        events = _Shard(path / "events", edge.EdgeConfig(sparse_vectors=_NO_VECTORS))
+        events.ensure_indexes(EVENT_INDEXES)
+        catalog = EdgeCatalog(items, model_identity, dim, f"collection {collection!r} in {path}",
+                              metadata.get("model"), stored_dim)
+        if catalog.mismatch:
+            log.error("%s", catalog.mismatch)
+        return EdgeStorage(folder, items, events, catalog)
+    except BaseException:
+        folder.close()
+        raise
+
+
+def _own(item: StoredItem | None, space: VectorSpace) -> np.ndarray | None:
+    if item is None:
+        return None
+    vector = item.vector(space)
+    if vector is None:
+        vector = item.vector(VectorSpace.TEXT if space is VectorSpace.IMAGE else VectorSpace.IMAGE)
+    return vector
+
+
+def _user_filter(user_id: str, until: datetime | None) -> edge.Filter:
+    conditions = [edge.FieldCondition(key=USER_KEY, match=edge.MatchValue(user_id))]
+    if until is not None:
+        conditions.append(edge.FieldCondition(key=TIME_KEY, range=edge.RangeFloat(lte=until.timestamp())))
+    return edge.Filter(must=conditions)
