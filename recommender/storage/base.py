@@ -36,6 +36,10 @@ PAYLOAD_KEY = "payload"
 FUSION_DEPTH = 100
 # Qdrant's default RRF constant, so both engines fuse identically.
 RRF_K = 2
+# Pages are cut from a little more than they need, in one total order (score, then item id):
+# engines order equal scores however their heaps fall, which differs with the limit, so
+# without this an item tied across a page boundary could show on two pages or on none.
+TIE_SLACK = 8
 
 USER_KEY = "user_id"
 EVENT_ITEM_KEY = "item_id"
@@ -213,6 +217,16 @@ def scored(payload: Mapping | None, score: float | None, vectors: Any = None,
         vector = np.asarray(vectors[space.value], dtype=np.float32)
     return Scored(item_id=payload[ITEM_ID_KEY], score=float(score or 0.0), payload=payload.get(PAYLOAD_KEY) or {},
                   text=payload.get(TEXT_KEY), vector=vector)
+
+
+def fetch_depth(params: SearchParams) -> int:
+    """How many hits to ask the engine for (from offset 0) to cut `params`' page with `page`."""
+    return params.offset + params.limit + TIE_SLACK
+
+
+def page(hits: Sequence[Scored], params: SearchParams) -> list[Scored]:
+    ordered = sorted(hits, key=lambda hit: (-round(hit.score, 6), hit.item_id))
+    return ordered[params.offset: params.offset + params.limit]
 
 
 def excluding(filter_: Filter | None, item_ids: Sequence[str]) -> Filter | None:

@@ -28,8 +28,8 @@ from recommender.filters import Filter
 from recommender.ids import event_point_id, point_id
 from recommender.storage.base import (
     EVENT_INDEXES, EVENT_ITEM_KEY, FUSION_DEPTH, ITEM_ID_KEY, PAYLOAD_KEY, RRF_K, TIME_KEY, TYPE_KEY, USER_KEY,
-    Catalog, EventStore, Storage, average_vector_query, event_from_payload, event_payload, excluding, first_seen,
-    item_payload, item_vectors, positive_types, require_condition, restricted, scored, stored_item,
+    Catalog, EventStore, Storage, average_vector_query, event_from_payload, event_payload, excluding, fetch_depth,
+    first_seen, item_payload, item_vectors, page, positive_types, require_condition, restricted, scored, stored_item,
 )
 from recommender.storage.edge_filters import to_edge
 from recommender.storage.folder import DataFolder, StorageError, old_layout_message
@@ -120,21 +120,21 @@ class EdgeCatalog(Catalog):
     def search(self, vector: np.ndarray, space: VectorSpace, filter_: Filter | None, params: SearchParams,
                exclude_ids: Sequence[str] = ()) -> list[Scored]:
         hits = self._shard.shard.query(edge.QueryRequest(
-            limit=params.limit, offset=params.offset, query=edge.Query.Nearest(vector.tolist(), using=space.value),
+            limit=fetch_depth(params), query=edge.Query.Nearest(vector.tolist(), using=space.value),
             filter=to_edge(excluding(filter_, exclude_ids)), score_threshold=params.score_threshold,
             with_payload=True))
-        return [scored(hit.payload, hit.score) for hit in hits]
+        return page([scored(hit.payload, hit.score) for hit in hits], params)
 
     def search_fused(self, vectors: Mapping[VectorSpace, np.ndarray], filter_: Filter | None, params: SearchParams,
                      exclude_ids: Sequence[str] = ()) -> list[Scored]:
         condition = to_edge(excluding(filter_, exclude_ids))
-        depth = max(FUSION_DEPTH, params.offset + params.limit)
+        depth = max(FUSION_DEPTH, fetch_depth(params))
         prefetches = [edge.Prefetch(limit=depth, query=edge.Query.Nearest(vector.tolist(), using=space.value),
                                     filter=condition) for space, vector in vectors.items()]
         hits = self._shard.shard.query(edge.QueryRequest(
-            limit=params.limit, offset=params.offset, prefetches=prefetches, query=edge.Fusion.Rrf(k=RRF_K),
+            limit=fetch_depth(params), prefetches=prefetches, query=edge.Fusion.Rrf(k=RRF_K),
             score_threshold=params.score_threshold, with_payload=True))
-        return [scored(hit.payload, hit.score) for hit in hits]
+        return page([scored(hit.payload, hit.score) for hit in hits], params)
 
     def search_many(self, vectors: Sequence[np.ndarray], limits: Sequence[int], space: VectorSpace,
                     filter_: Filter | None, exclude_ids: Sequence[str] = ()) -> list[list[Scored]]:

@@ -22,8 +22,8 @@ from recommender.filters import Filter
 from recommender.ids import event_point_id, point_id
 from recommender.storage.base import (
     EVENT_INDEXES, EVENT_ITEM_KEY, FUSION_DEPTH, ITEM_ID_KEY, PAYLOAD_KEY, RRF_K, TIME_KEY, TYPE_KEY, USER_KEY,
-    Catalog, EventStore, Storage, event_from_payload, event_payload, excluding, first_seen, item_payload,
-    item_vectors, positive_types, require_condition, restricted, scored, stored_item,
+    Catalog, EventStore, Storage, event_from_payload, event_payload, excluding, fetch_depth, first_seen, item_payload,
+    item_vectors, page, positive_types, require_condition, restricted, scored, stored_item,
 )
 from recommender.storage.server_errors import translated
 from recommender.storage.server_filters import to_qdrant
@@ -103,21 +103,21 @@ class ServerCatalog(Catalog):
         with translated(self._location):
             response = self._client.query_points(
                 self._collection, query=vector.tolist(), using=space.value,
-                query_filter=to_qdrant(excluding(filter_, exclude_ids)), limit=params.limit, offset=params.offset,
+                query_filter=to_qdrant(excluding(filter_, exclude_ids)), limit=fetch_depth(params),
                 score_threshold=params.score_threshold, with_payload=True)
-        return [scored(point.payload, point.score) for point in response.points]
+        return page([scored(point.payload, point.score) for point in response.points], params)
 
     def search_fused(self, vectors: Mapping[VectorSpace, np.ndarray], filter_: Filter | None, params: SearchParams,
                      exclude_ids: Sequence[str] = ()) -> list[Scored]:
         condition = to_qdrant(excluding(filter_, exclude_ids))
-        depth = max(FUSION_DEPTH, params.offset + params.limit)
+        depth = max(FUSION_DEPTH, fetch_depth(params))
         prefetch = [models.Prefetch(query=vector.tolist(), using=space.value, filter=condition, limit=depth)
                     for space, vector in vectors.items()]
         with translated(self._location):
             response = self._client.query_points(
                 self._collection, prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
-                limit=params.limit, offset=params.offset, score_threshold=params.score_threshold, with_payload=True)
-        return [scored(point.payload, point.score) for point in response.points]
+                limit=fetch_depth(params), score_threshold=params.score_threshold, with_payload=True)
+        return page([scored(point.payload, point.score) for point in response.points], params)
 
     def search_many(self, vectors: Sequence[np.ndarray], limits: Sequence[int], space: VectorSpace,
                     filter_: Filter | None, exclude_ids: Sequence[str] = ()) -> list[list[Scored]]:
@@ -274,13 +274,9 @@ def create_if_missing(client: QdrantClient, name: str, create: Callable[[], obje
 def _already_exists(error: Exception) -> bool:
     if isinstance(error, UnexpectedResponse):
         return error.status_code == 409 or "already exists" in str(error)
-    try:
-        import grpc
-
-        if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.ALREADY_EXISTS:
-            return True
-    except ImportError:  # pragma: no cover - grpc ships with qdrant-client
-        pass
+    # gRPC transport: recognised by module and status name, so the domain never imports grpc.
+    if type(error).__module__.split(".")[0] == "grpc" and callable(getattr(error, "code", None)):
+        return getattr(error.code(), "name", None) == "ALREADY_EXISTS"
     return "already exists" in str(error)
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from recommender.engine import open_engine
+from recommender.storage.edge import open_edge
 from recommender.evaluation.simulate import SimulationConfig, simulate_users
 from recommender.evaluation.split import temporal_split
 from recommender.recommend import RecommenderConfig
@@ -101,14 +101,14 @@ def test_popularity_learns_from_every_users_history_before_the_split(tmp_path):
     everyone, scored_only = counts(split.history_events), counts(split.train_events)
     assert everyone != scored_only, "the fixture should have unscored users with recent positive events"
 
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    storage = open_edge(tmp_path, "eval_items", "random@test", 8)
     try:
-        engine = open_engine(client, "eval_items", "random@test", 8, config=config, clock=lambda: split.split_time)
+        engine = open_engine(storage, config=config, clock=lambda: split.split_time)
         upsert_catalog(engine, catalog, vectors)
         record_history(engine, split)
         listed = engine.recommend(RecommendQuery("a-new-user", limit=len(catalog), strategy=Strategy.POPULAR)).items
     finally:
-        client.close()
+        storage.close()
 
     top = max(everyone.values())
     assert {item.item_id: item.score for item in listed if item.score > 0} == pytest.approx(
