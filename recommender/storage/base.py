@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from recommender.errors import InvalidArgument, ModelMismatch
+from recommender.errors import ModelMismatch
 from recommender.filters import Filter, HasId
 from recommender.types import Event, EventType, ItemInput, Scored, SearchParams, StoredItem, VectorSpace
 
@@ -240,8 +240,8 @@ def restricted(filter_: Filter | None, only_ids: Sequence[str]) -> Filter:
 
 
 def require_condition(filter_: Filter | None) -> Filter:
-    if filter_ is None or filter_.is_empty:
-        raise InvalidArgument("filter", "an empty filter would delete every item; give at least one condition")
+    if filter_ is None or filter_.is_empty:  # refused by service/validation.py; this would delete every item
+        raise ValueError("delete_where needs a non-empty filter")
     return filter_
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from qdrant_client import models
 
-from recommender.errors import InvalidArgument
 from recommender.filters import (
     Condition, DatetimeRange, Filter, HasId, IsEmpty, Match, MatchAny, MatchExcept, Nested, Range,
 )
@@ -30,8 +29,8 @@ def _condition(condition: Condition, prefix: str, nested: bool):
     if isinstance(condition, Filter):
         return _filter(condition, prefix, nested)
     if isinstance(condition, HasId):
-        if nested:
-            raise InvalidArgument("filter", "has_id cannot be used inside a nested condition")
+        if nested:  # refused by service/validation.py before it gets here
+            raise ValueError("has_id cannot be used inside a nested condition")
         return models.HasIdCondition(has_id=[point_id(item_id) for item_id in condition.item_ids])
     if isinstance(condition, Nested):
         # Keys inside a nested filter are relative to each array element.
