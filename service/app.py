@@ -32,6 +32,8 @@ from service.runtime import Runtime
 
 # Upsert messages embedding ahead of the one being written: enough to keep the model fed.
 UPSERT_MESSAGES_AHEAD = 2
+# RecordEvents stores this many events per catalog-executor job.
+EVENTS_PER_JOB = 500
 
 
 class Lookalike:
@@ -147,7 +149,16 @@ class Lookalike:
     async def record_events(self, batch: EventBatch) -> RecordOutcome:
         _, engine = self._runtime.require_ready()
         valid, errors = validation.events(batch, self.now())
-        outcome = await self._runtime.query(engine.record_events, valid.events, valid.event_ids)
+        # One executor job per chunk: a bulk call interleaves with other catalog calls instead of holding
+        # a catalog thread (and the store's write lock) for all of its events at once.
+        outcome = RecordOutcome()
+        unknown: dict[str, None] = {}
+        for start in range(0, len(valid.events), EVENTS_PER_JOB):
+            part = await self._runtime.query(engine.record_events, valid.events[start:start + EVENTS_PER_JOB],
+                                             valid.event_ids[start:start + EVENTS_PER_JOB])
+            outcome.recorded += part.recorded
+            unknown.update(dict.fromkeys(part.unknown_item_ids))
+        outcome.unknown_item_ids = list(unknown)
         self._runtime.metrics.events_recorded.inc(outcome.recorded)
         outcome.errors = sorted(errors + outcome.errors, key=lambda error: error.index)
         return outcome

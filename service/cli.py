@@ -238,6 +238,16 @@ def build_parser(with_serve_flags: bool = True) -> argparse.ArgumentParser:
 
     command("health", "the server's health (SERVING once the model is loaded and Qdrant answers)", c.health)
 
+    for name, run, help in (
+            ("migrate-storage", _migrate_storage, "copy a collection from the old embedded folder (qdrant-client "
+                                                  "local mode, <data-dir>/qdrant) into Qdrant Edge "
+                                                  "(<data-dir>/storage)"),
+            ("optimize", _optimize, "build Qdrant Edge's HNSW indexes; offline: stop the server first")):
+        p = command(name, help, run, client=False)
+        p.add_argument("--data-dir", type=Path,
+                       help="the server's data dir (unset = LOOKALIKE_DATA_DIR or the default)")
+        p.add_argument("--collection", help="the collection (unset = LOOKALIKE_COLLECTION or 'items')")
+
     for name, help in DELEGATED_HELP.items():
         if name in DELEGATED:  # listed for --help; main() hands their arguments to their own parsers
             sub.add_parser(name, help=help, add_help=False)
@@ -329,6 +339,46 @@ def settings_from(args: argparse.Namespace):
     from service.config import Settings
 
     return Settings(**{name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name, None) is not None})
+
+
+def _storage_place(args: argparse.Namespace) -> tuple[Path, str]:
+    from service.config import Settings
+
+    settings = Settings()
+    return args.data_dir or settings.data_dir, args.collection or settings.collection
+
+
+def _migrate_storage(args: argparse.Namespace) -> int:
+    from recommender.storage.folder import StorageError
+    from recommender.storage.migrate import migrate_old_embedded
+
+    data_dir, collection = _storage_place(args)
+    try:
+        items, events = migrate_old_embedded(data_dir, collection, progress=lambda line: print(line, file=sys.stderr))
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"copied {items} items and {events} events of {collection!r} into {data_dir / 'storage'}; "
+          f"the old folder {data_dir / 'qdrant'} is untouched and can be deleted")
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from recommender.storage.edge import open_existing
+    from recommender.storage.folder import StorageError
+
+    data_dir, collection = _storage_place(args)
+    try:
+        storage = open_existing(data_dir, collection)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        changed = storage.optimize()
+    finally:
+        storage.close()
+    print(f"{collection!r}: {'indexes built' if changed else 'already optimal'}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

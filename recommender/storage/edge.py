@@ -240,6 +240,13 @@ class EdgeStorage(Storage):
         self.catalog = catalog
         self.events = EdgeEventStore(events)
 
+    def import_items(self, points: list[edge.Point]) -> None:
+        """Points as they are (ids, vectors, payloads): for migrations only."""
+        self._items.update(edge.UpdateOperation.upsert_points(points))
+
+    def import_events(self, points: list[edge.Point]) -> None:
+        self._events.update(edge.UpdateOperation.upsert_points(points))
+
     def optimize(self) -> bool:
         """Build HNSW graphs and merge segments. Blocks the whole process while it runs:
         an offline maintenance step (`lookalike optimize`), never run while serving."""
@@ -256,14 +263,18 @@ class EdgeStorage(Storage):
 
 
 def open_edge(data_dir: Path, collection: str, model_identity: str, dim: int,
-              payload_indexes: Mapping[str, str] | None = None) -> EdgeStorage:
-    """Lock the folder, then open (or create) the collection's shards and check its model."""
+              payload_indexes: Mapping[str, str] | None = None, migrating: bool = False) -> EdgeStorage:
+    """Lock the folder, then open (or create) the collection's shards and check its model.
+
+    `migrating`: create the collection even though the old embedded folder holds one
+    of that name (recommender/storage/migrate.py is copying it over)."""
     folder = DataFolder.open(data_dir)
+    shards: list[_Shard] = []
     try:
         path = folder.collection(collection)
         metadata = folder.read_metadata(collection)
         if metadata is None:
-            message = old_layout_message(data_dir, collection)
+            message = None if migrating else old_layout_message(data_dir, collection)
             if message:
                 raise StorageError(message)
             metadata = {"model": model_identity, "dim": dim}
@@ -273,9 +284,11 @@ def open_edge(data_dir: Path, collection: str, model_identity: str, dim: int,
         space = edge.EdgeVectorParams(size=int(stored_dim or dim), distance=edge.Distance.Cosine)
         items = _Shard(path / "items", edge.EdgeConfig(
             vectors={VectorSpace.IMAGE.value: space, VectorSpace.TEXT.value: space}))
+        shards.append(items)
         items.ensure_indexes({ITEM_ID_KEY: "keyword",
                               **{f"{PAYLOAD_KEY}.{key}": kind for key, kind in (payload_indexes or {}).items()}})
         events = _Shard(path / "events", edge.EdgeConfig(sparse_vectors=_NO_VECTORS))
+        shards.append(events)
         events.ensure_indexes(EVENT_INDEXES)
         catalog = EdgeCatalog(items, model_identity, dim, f"collection {collection!r} in {path}",
                               metadata.get("model"), stored_dim)
@@ -283,8 +296,22 @@ def open_edge(data_dir: Path, collection: str, model_identity: str, dim: int,
             log.error("%s", catalog.mismatch)
         return EdgeStorage(folder, items, events, catalog)
     except BaseException:
+        for shard in shards:  # an open shard would keep its WAL locked against the next opener
+            shard.close()
         folder.close()
         raise
+
+
+def open_existing(data_dir: Path, collection: str) -> EdgeStorage:
+    """An existing collection with the model it records, for maintenance (optimize)."""
+    folder = DataFolder.open(data_dir)
+    try:
+        metadata = folder.read_metadata(collection)
+    finally:
+        folder.close()
+    if metadata is None:
+        raise StorageError(f"no collection {collection!r} in {Path(data_dir) / 'storage'}")
+    return open_edge(data_dir, collection, metadata["model"], int(metadata["dim"]))
 
 
 def _own(item: StoredItem | None, space: VectorSpace) -> np.ndarray | None:

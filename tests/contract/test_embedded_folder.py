@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,35 @@ def test_the_old_embedded_layout_gets_a_message_that_says_how_to_migrate(tmp_pat
     assert "old embedded format" in message and "lookalike migrate-storage" in message
     assert "re-ingest" in message
     open_here(tmp_path, collection="fresh").close()  # other collections are unaffected
+
+
+def test_migrate_storage_copies_items_vectors_model_and_events_from_the_old_folder(tmp_path, capsys):
+    import numpy as np
+
+    from recommender.storage.server import open_server
+    from recommender.types import Event, EventType
+    from service.cli import main
+
+    old = open_server(QdrantClient(path=str(tmp_path / "qdrant")), "items", "model-old", DIM)
+    vectors = {f"i{n}": np.eye(DIM, dtype=np.float32)[n % DIM] for n in range(700)}  # more than one page
+    old.catalog.upsert([ItemInput(item_id, payload={"n": n}, text=f"t{n}", image_vector=vector)
+                        for n, (item_id, vector) in enumerate(vectors.items())])
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    old.events.append([Event("ann", "i1", EventType.LIKE, moment), Event("ann", "i2", EventType.VIEW, moment)],
+                      ["e1", None])
+    old.close()
+
+    assert main(["migrate-storage", "--data-dir", str(tmp_path), "--collection", "items"]) == 0
+    assert "copied 700 items and 2 events" in capsys.readouterr().out
+    moved = open_edge(tmp_path, "items", "model-old", DIM)
+    try:
+        assert moved.catalog.mismatch is None, "the model that made the vectors travels with them"
+        assert moved.catalog.count() == 700
+        item = moved.catalog.get(["i9"], with_vectors=True)["i9"]
+        assert item.payload == {"n": 9} and item.text == "t9"
+        np.testing.assert_array_equal(item.image_vector, vectors["i9"])
+        assert [e.item_id for e in moved.events.for_user("ann", 10)] in (["i1", "i2"], ["i2", "i1"])
+    finally:
+        moved.close()
+    assert main(["migrate-storage", "--data-dir", str(tmp_path), "--collection", "items"]) == 1, "only once"
+    assert main(["optimize", "--data-dir", str(tmp_path), "--collection", "items"]) == 0

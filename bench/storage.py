@@ -1,0 +1,222 @@
+"""P3/P4: the storage engines under the engine facade, as ratio tables measured in one run.
+
+P3  Search p50/p99 at 10k and 100k items (512-d random unit vectors), unfiltered and
+    filtered (a keyword match on an indexed payload key, 10% of the items), on the
+    embedded default (Qdrant Edge); qdrant-client's local mode (the old embedded
+    default) beside it at 10k.
+P4  Recommend p99 against Search p99 at 100k items with 1,000 users of 200 events
+    each, and RecordEvents throughput (events/s) into the embedded default.
+
+Everything goes through recommender.engine.Engine (the object the gRPC servicers
+call), so conversion, model guard and ranking are included; gRPC framing is not.
+
+    nice -n 10 python -m bench.storage                 # the whole table (a few minutes)
+    nice -n 10 python -m bench.storage --sizes 10000 --users 200 --no-local
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recommender.engine import Engine, open_engine
+from recommender.filters import Filter, Match
+from recommender.types import (
+    Event, EventType, ItemInput, RecommendQuery, SearchParams, SearchTarget,
+)
+
+DIM = 512
+CATEGORIES = 10
+MODEL = "bench-random(dim=512)"
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+UPSERT_CHUNK = 1000
+EVENT_CHUNK = 500  # what service/app.py hands the engine per executor job
+EVENT_TYPES = [EventType.VIEW] * 6 + [EventType.CLICK] * 2 + [EventType.ADD_TO_CART, EventType.PURCHASE,
+                                                                EventType.LIKE, EventType.DISLIKE]
+
+
+def unit_rows(rng: np.random.Generator, count: int) -> np.ndarray:
+    rows = rng.standard_normal((count, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def open_embedded(folder: Path):
+    from recommender.storage.edge import open_edge
+
+    storage = open_edge(folder, "bench", MODEL, DIM, {"category": "keyword"})
+    return open_engine(storage, clock=lambda: NOW), storage
+
+
+def open_local_mode(folder: Path) -> tuple[Engine, Callable[[], None]]:
+    import warnings
+
+    from qdrant_client import QdrantClient
+
+    from recommender.storage.server import open_server
+
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+    storage = open_server(QdrantClient(path=str(folder / "local")), "bench", MODEL, DIM, {"category": "keyword"},
+                          location="qdrant-client local mode")
+    return open_engine(storage, clock=lambda: NOW), storage.close
+
+
+def load_items(engine: Engine, vectors: np.ndarray) -> float:
+    """Upsert all items; returns items/s."""
+    started = time.perf_counter()
+    for start in range(0, len(vectors), UPSERT_CHUNK):
+        batch = [(index, ItemInput(item_id=f"item-{index}", payload={"category": f"c{index % CATEGORIES}",
+                                                                      "price": float(index % 100)},
+                                   image_vector=vectors[index]))
+                 for index in range(start, min(start + UPSERT_CHUNK, len(vectors)))]
+        engine.upsert_items(batch)
+    return len(vectors) / (time.perf_counter() - started)
+
+
+def latencies(call: Callable[[int], object], count: int) -> list[float]:
+    call(0)  # warm
+    samples = []
+    for n in range(count):
+        started = time.perf_counter()
+        call(n)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def p(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q))
+
+
+def search_rows(engine: Engine, queries: np.ndarray, count: int) -> dict[str, list[float]]:
+    filtered = Filter(must=(Match("category", "c3"),))
+    rows = {}
+    for name, filter_ in (("unfiltered", None), ("filtered (10%)", filtered)):
+        rows[name] = latencies(lambda n, f=filter_: engine.search_by_vector(
+            queries[n % len(queries)], SearchTarget.IMAGE, f, SearchParams(limit=10), made_by_model=False), count)
+    return rows
+
+
+def record_events(engine: Engine, users: int, per_user: int, items: int, rng: np.random.Generator) -> float:
+    """Each user's events on random items, five minutes apart, 20 days ago; returns events/s."""
+    events = []
+    for user in range(users):
+        favourites = rng.integers(0, items, size=per_user)
+        for n, item in enumerate(favourites):
+            kind = EVENT_TYPES[int(rng.integers(len(EVENT_TYPES)))]
+            events.append(Event(f"user-{user}", f"item-{int(item)}", kind,
+                                NOW - timedelta(days=20) + timedelta(minutes=int(n) * 5)))
+    order = rng.permutation(len(events))  # arrivals interleave users, as in production
+    events = [events[i] for i in order]
+    started = time.perf_counter()
+    for start in range(0, len(events), EVENT_CHUNK):
+        engine.record_events(events[start:start + EVENT_CHUNK])
+    return len(events) / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=200, help="timed calls per row")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--events-per-user", type=int, default=200)
+    parser.add_argument("--local-size", type=int, default=10_000, help="items for qdrant-client local mode")
+    parser.add_argument("--no-local", action="store_true", help="skip qdrant-client local mode")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    queries = unit_rows(rng, 64)
+    print(f"# storage bench  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.machine()} "
+          f"{platform.python_version()}  dim {DIM}, limit 10, {args.queries} calls per row")
+    print("\n## P3: Search latency (ms) through Engine.search_by_vector\n")
+    print("| engine | items | query | p50 | p99 | p50 vs Edge unfiltered at same size |")
+    print("|---|---:|---|---:|---:|---:|")
+    p4_search_p99 = None
+    largest = max(args.sizes)
+    kept: tuple | None = None
+    for size in sorted(args.sizes):
+        vectors = unit_rows(np.random.default_rng(size), size)
+        folder = Path(tempfile.mkdtemp(prefix=f"bench-edge-{size}-"))
+        engine, storage = open_embedded(folder)
+        upsert_rate = load_items(engine, vectors)
+        rows = search_rows(engine, queries, args.queries)
+        base = p(rows["unfiltered"], 50)
+        for name, samples in rows.items():
+            print(f"| Qdrant Edge (embedded default) | {size:,} | {name} | {p(samples, 50):.1f} | "
+                  f"{p(samples, 99):.1f} | {p(samples, 50) / base:.2f}x |")
+        print(f"|  upsert | {size:,} | | {upsert_rate:,.0f} items/s | | |")
+        if size == largest:
+            p4_search_p99 = (p(rows["unfiltered"], 99), p(rows["filtered (10%)"], 99))
+            kept = (engine, storage, size)
+        else:
+            storage.close()
+        if size == args.local_size and not args.no_local:
+            local_engine, local_close = open_local_mode(Path(tempfile.mkdtemp(prefix="bench-local-")))
+            local_rate = load_items(local_engine, vectors)
+            local_rows = search_rows(local_engine, queries, max(20, args.queries // 5))
+            for name, samples in local_rows.items():
+                print(f"| qdrant-client local mode (old default) | {size:,} | {name} | {p(samples, 50):.1f} | "
+                      f"{p(samples, 99):.1f} | {p(samples, 50) / base:.2f}x |")
+            print(f"|  upsert | {size:,} | | {local_rate:,.0f} items/s | | |")
+            local_close()
+
+    assert kept is not None and p4_search_p99 is not None
+    engine, storage, size = kept
+    try:
+        print(f"\n## P4: Recommend vs Search at {size:,} items, {args.users:,} users x {args.events_per_user} events\n")
+        rate = record_events(engine, args.users, args.events_per_user, size, rng)
+        print(f"RecordEvents into Qdrant Edge: {rate:,.0f} events/s "
+              f"({args.users * args.events_per_user:,} events in chunks of {EVENT_CHUNK}; goal >= 5,000/s)\n")
+        print("| call | p50 ms | p99 ms | p99 vs Search p99 (unfiltered) |")
+        print("|---|---:|---:|---:|")
+        calls = {
+            "Recommend (multi-interest, exclude seen)": lambda n: engine.recommend(
+                RecommendQuery(f"user-{n % args.users}", limit=10)),
+            "Recommend, filtered (10%)": lambda n: engine.recommend(
+                RecommendQuery(f"user-{n % args.users}", limit=10, filter=Filter(must=(Match("category", "c3"),)))),
+            "Recommend, cold start (popularity)": lambda n: engine.recommend(
+                RecommendQuery(f"new-user-{n}", limit=10)),
+            "GetProfile": lambda n: engine.profile(f"user-{n % args.users}"),
+        }
+        for name, call in calls.items():
+            samples = latencies(call, args.queries)
+            print(f"| {name} | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
+                  f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
+        print(f"| Search (same run, P3 row) | | {p4_search_p99[0]:.1f} | 1.00x |")
+        heavy = f"user-{args.users}"
+        engine.record_events([Event(heavy, f"item-{i}", EventType.VIEW, NOW - timedelta(days=10, minutes=-i))
+                              for i in range(5000)])
+        samples = latencies(lambda n: engine.recommend(RecommendQuery(heavy, limit=10)), max(20, args.queries // 5))
+        print(f"| Recommend, one user with 5,000 seen items | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
+              f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
+        print(f"\nSearch p99 filtered (same run): {p4_search_p99[1]:.1f} ms. Compare ratios within one run only.")
+
+        print("\nWhere a Recommend's storage time goes (the store's reads alone, same run):\n")
+        print("| read | p50 ms | p99 ms |")
+        print("|---|---:|---:|")
+        events = storage.events
+        reads = {
+            "a user's latest 200 events (indexed user id, ordered by time, bounded by now)":
+                lambda n: events.for_user(f"user-{n % args.users}", 500, until=NOW),
+            "their items' vectors (catalog.get, ~200 ids)":
+                lambda n: storage.catalog.get([e.item_id for e in events.for_user(f"user-{n % args.users}", 500)],
+                                              with_vectors=True),
+            "seen item ids of the 5,000-event user (item id only)":
+                lambda n: events.recent_item_ids(heavy, 10_000, until=NOW),
+            f"popularity over {args.users * args.events_per_user:,} events (facets, uncached)":
+                lambda n: events.popularity(NOW - timedelta(days=30), NOW, {t: 1.0 for t in EventType}, 1000),
+        }
+        for name, call in reads.items():
+            samples = latencies(call, max(20, args.queries // 5))
+            print(f"| {name} | {p(samples, 50):.1f} | {p(samples, 99):.1f} |")
+    finally:
+        storage.close()
+
+
+if __name__ == "__main__":
+    main()
