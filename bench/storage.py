@@ -29,7 +29,12 @@ import numpy as np
 from recommender.engine import Engine, open_engine
 from recommender.filters import Filter, Match
 from recommender.types import (
-    Event, EventType, ItemInput, RecommendQuery, SearchParams, SearchTarget,
+    Event,
+    EventType,
+    ItemInput,
+    RecommendQuery,
+    SearchParams,
+    SearchTarget,
 )
 
 DIM = 512

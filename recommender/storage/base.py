@@ -120,18 +120,15 @@ class Catalog(abc.ABC):
         """Several nearest-neighbour queries in one round trip, hits carrying their vectors."""
 
     @abc.abstractmethod
-    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+    def recommend_native(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], best_score: bool,
                          space: VectorSpace, filter_: Filter | None, params: SearchParams,
                          exclude_ids: Sequence[str] = ()) -> list[Scored]:
-        """Qdrant's own recommend (average_vector or best_score): a baseline to measure against.
-        The example items themselves are never returned."""
+        """Qdrant's own recommend (average_vector or best_score) from example vectors: a baseline to
+        measure against. Only `exclude_ids` are left out (by ids Qdrant would drop the examples too)."""
 
     @abc.abstractmethod
     def scroll(self, filter_: Filter | None, limit: int, only_ids: Sequence[str] | None = None) -> list[Scored]:
         """Items matching a filter, no ranking (score 0); `only_ids` restricts to those items."""
-
-    def close(self) -> None:
-        """Release what the catalog holds; the storage closes the engine itself."""
 
 
 class EventStore(abc.ABC):
@@ -161,9 +158,6 @@ class EventStore(abc.ABC):
         Counted by the engine (a facet per positive type over the indexed item id),
         never by reading events into Python; each type contributes its `max_items`
         most frequent items."""
-
-    def close(self) -> None:
-        """Release what the event store holds; the storage closes the engine itself."""
 
 
 class Storage(abc.ABC):

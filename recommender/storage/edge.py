@@ -27,9 +27,32 @@ import qdrant_edge as edge
 from recommender.filters import Filter
 from recommender.ids import event_point_id, point_id
 from recommender.storage.base import (
-    EVENT_INDEXES, EVENT_ITEM_KEY, FUSION_DEPTH, ITEM_ID_KEY, PAYLOAD_KEY, RRF_K, TIME_KEY, TYPE_KEY, USER_KEY,
-    Catalog, EventStore, Storage, average_vector_query, event_from_payload, event_payload, excluding, fetch_depth,
-    first_seen, item_payload, item_vectors, page, positive_types, require_condition, restricted, scored, stored_item,
+    EVENT_INDEXES,
+    EVENT_ITEM_KEY,
+    FUSION_DEPTH,
+    ITEM_ID_KEY,
+    PAYLOAD_KEY,
+    RRF_K,
+    TIME_KEY,
+    TYPE_KEY,
+    USER_KEY,
+    Catalog,
+    EventStore,
+    Storage,
+    average_vector_query,
+    event_from_payload,
+    event_payload,
+    excluding,
+    fetch_depth,
+    first_seen,
+    item_payload,
+    item_vectors,
+    page,
+    positive_types,
+    require_condition,
+    restricted,
+    scored,
+    stored_item,
 )
 from recommender.storage.edge_filters import to_edge
 from recommender.storage.folder import DataFolder, StorageError, old_layout_message
@@ -147,24 +170,19 @@ class EdgeCatalog(Catalog):
         batches = self._shard.shard.query_batch(edge.QueryBatchRequest(requests))
         return [[scored(hit.payload, hit.score, hit.vector, space) for hit in hits] for hits in batches]
 
-    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+    def recommend_native(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], best_score: bool,
                          space: VectorSpace, filter_: Filter | None, params: SearchParams,
                          exclude_ids: Sequence[str] = ()) -> list[Scored]:
-        # Edge recommends by vectors, not by ids: fetch the examples' vectors first.
-        stored = self.get(list(positive_ids) + list(negative_ids), with_vectors=True)
-        positives = [vector for i in positive_ids if (vector := _own(stored.get(i), space)) is not None]
-        negatives = [vector for i in negative_ids if (vector := _own(stored.get(i), space)) is not None]
         if not positives:
             return []
         if best_score:
             query = edge.Query.RecommendBestScore(
                 edge.RecommendQuery([v.tolist() for v in positives], [v.tolist() for v in negatives]),
                 using=space.value)
-        else:
+        else:  # Edge has no average_vector strategy: the same query vector, made here
             query = edge.Query.Nearest(average_vector_query(positives, negatives).tolist(), using=space.value)
-        examples = first_seen(list(exclude_ids) + list(positive_ids) + list(negative_ids))
         hits = self._shard.shard.query(edge.QueryRequest(
-            limit=params.limit, offset=params.offset, query=query, filter=to_edge(excluding(filter_, examples)),
+            limit=params.limit, offset=params.offset, query=query, filter=to_edge(excluding(filter_, exclude_ids)),
             with_payload=True))
         return [scored(hit.payload, hit.score) for hit in hits]
 
@@ -312,15 +330,6 @@ def open_existing(data_dir: Path, collection: str) -> EdgeStorage:
     if metadata is None:
         raise StorageError(f"no collection {collection!r} in {Path(data_dir) / 'storage'}")
     return open_edge(data_dir, collection, metadata["model"], int(metadata["dim"]))
-
-
-def _own(item: StoredItem | None, space: VectorSpace) -> np.ndarray | None:
-    if item is None:
-        return None
-    vector = item.vector(space)
-    if vector is None:
-        vector = item.vector(VectorSpace.TEXT if space is VectorSpace.IMAGE else VectorSpace.IMAGE)
-    return vector
 
 
 def _user_filter(user_id: str, until: datetime | None) -> edge.Filter:

@@ -8,7 +8,16 @@ import numpy as np
 import qdrant_edge as edge
 
 from recommender.filters import (
-    Condition, DatetimeRange, Filter, HasId, IsEmpty, Match, MatchAny, MatchExcept, Nested, Range,
+    Condition,
+    DatetimeRange,
+    Filter,
+    HasId,
+    IsEmpty,
+    Match,
+    MatchAny,
+    MatchExcept,
+    Nested,
+    Range,
 )
 from recommender.ids import point_id
 from recommender.storage.base import PAYLOAD_KEY

@@ -41,7 +41,7 @@ class DataFolder:
         self._lock: IO[str] | None = lock
 
     @classmethod
-    def open(cls, data_dir: Path) -> "DataFolder":
+    def open(cls, data_dir: Path) -> DataFolder:
         path = Path(data_dir) / "storage"
         path.mkdir(parents=True, exist_ok=True)
         lock = _lock(path / LOCK_FILE)

@@ -21,9 +21,31 @@ from recommender.collection_settings import CollectionLayout
 from recommender.filters import Filter
 from recommender.ids import event_point_id, point_id
 from recommender.storage.base import (
-    EVENT_INDEXES, EVENT_ITEM_KEY, FUSION_DEPTH, ITEM_ID_KEY, PAYLOAD_KEY, RRF_K, TIME_KEY, TYPE_KEY, USER_KEY,
-    Catalog, EventStore, Storage, event_from_payload, event_payload, excluding, fetch_depth, first_seen, item_payload,
-    item_vectors, page, positive_types, require_condition, restricted, scored, stored_item,
+    EVENT_INDEXES,
+    EVENT_ITEM_KEY,
+    FUSION_DEPTH,
+    ITEM_ID_KEY,
+    PAYLOAD_KEY,
+    RRF_K,
+    TIME_KEY,
+    TYPE_KEY,
+    USER_KEY,
+    Catalog,
+    EventStore,
+    Storage,
+    event_from_payload,
+    event_payload,
+    excluding,
+    fetch_depth,
+    first_seen,
+    item_payload,
+    item_vectors,
+    page,
+    positive_types,
+    require_condition,
+    restricted,
+    scored,
+    stored_item,
 )
 from recommender.storage.server_errors import translated
 from recommender.storage.server_filters import to_qdrant
@@ -132,15 +154,15 @@ class ServerCatalog(Catalog):
         return [[scored(point.payload, point.score, point.vector, space) for point in response.points]
                 for response in responses]
 
-    def recommend_native(self, positive_ids: Sequence[str], negative_ids: Sequence[str], best_score: bool,
+    def recommend_native(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], best_score: bool,
                          space: VectorSpace, filter_: Filter | None, params: SearchParams,
                          exclude_ids: Sequence[str] = ()) -> list[Scored]:
-        if not positive_ids:
+        if not positives:
             return []
         strategy = models.RecommendStrategy.BEST_SCORE if best_score else models.RecommendStrategy.AVERAGE_VECTOR
         query = models.RecommendQuery(recommend=models.RecommendInput(
-            positive=[point_id(i) for i in positive_ids], negative=[point_id(i) for i in negative_ids] or None,
-            strategy=strategy))
+            positive=[vector.tolist() for vector in positives],
+            negative=[vector.tolist() for vector in negatives] or None, strategy=strategy))
         with translated(self._location):
             response = self._client.query_points(
                 self._collection, query=query, using=space.value,

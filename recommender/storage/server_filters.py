@@ -5,7 +5,16 @@ from __future__ import annotations
 from qdrant_client import models
 
 from recommender.filters import (
-    Condition, DatetimeRange, Filter, HasId, IsEmpty, Match, MatchAny, MatchExcept, Nested, Range,
+    Condition,
+    DatetimeRange,
+    Filter,
+    HasId,
+    IsEmpty,
+    Match,
+    MatchAny,
+    MatchExcept,
+    Nested,
+    Range,
 )
 from recommender.ids import point_id
 from recommender.storage.base import PAYLOAD_KEY

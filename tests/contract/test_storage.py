@@ -112,7 +112,7 @@ def brute_force(items: dict[str, ItemInput], query: np.ndarray, space: VectorSpa
 def assert_same_ranking(hits, expected: list[tuple[str, float]]) -> None:
     """Scores equal position by position; ids equal except where scores tie."""
     assert [hit.score for hit in hits] == pytest.approx([score for _, score in expected], abs=1e-5)
-    for hit, (item_id, score) in zip(hits, expected):
+    for hit, (_, score) in zip(hits, expected):
         tied = {i for i, s in expected if abs(s - score) < 1e-5}
         assert hit.item_id in tied
 
@@ -235,17 +235,20 @@ def test_batched_searches_carry_their_vectors_and_limits(storage, items):
 
 
 @pytest.mark.parametrize("best_score", [False, True])
-def test_native_recommend_never_returns_its_examples(storage, items, best_score):
-    positives, negatives = ["item-01", "item-02"], ["item-03"]
+def test_native_recommend_from_example_vectors_leaves_out_only_the_excluded(storage, items, best_score):
+    positives = [items["item-01"].image_vector, items["item-02"].image_vector]
+    negatives = [items["item-03"].image_vector]
     hits = storage.catalog.recommend_native(positives, negatives, best_score, VectorSpace.IMAGE, None,
                                             SearchParams(limit=10), exclude_ids=["item-05"])
-    returned = {hit.item_id for hit in hits}
-    assert len(hits) == 10 and not returned & {"item-01", "item-02", "item-03", "item-05"}
-    if not best_score:  # average_vector: a plain nearest-neighbour query from avg(pos) + avg(pos) - avg(neg)
-        mean = (items["item-01"].image_vector + items["item-02"].image_vector) / 2
-        query = mean + mean - items["item-03"].image_vector
-        keep = lambda item: item.item_id not in {"item-01", "item-02", "item-03", "item-05"}  # noqa: E731
-        assert_same_ranking(hits, brute_force(items, query, VectorSpace.IMAGE, keep)[:10])
+    assert len(hits) == 10 and "item-05" not in {hit.item_id for hit in hits}
+    if best_score:  # every positive example is its own best match
+        assert {"item-01", "item-02"} <= {hit.item_id for hit in hits}
+    else:  # average_vector: a plain nearest-neighbour query from avg(pos) + avg(pos) - avg(neg)
+        mean = (positives[0] + positives[1]) / 2
+        keep = lambda item: item.item_id != "item-05"  # noqa: E731
+        assert_same_ranking(hits, brute_force(items, mean + mean - negatives[0], VectorSpace.IMAGE, keep)[:10])
+    assert storage.catalog.recommend_native([], negatives, best_score, VectorSpace.IMAGE, None,
+                                            SearchParams(limit=10)) == []
 
 
 # -- the model guard, creation and persistence -------------------------------------------

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from recommender.engine import open_engine
-from recommender.storage.edge import open_edge
 from recommender.evaluation.simulate import SimulationConfig, simulate_users
 from recommender.evaluation.split import temporal_split
 from recommender.recommend import RecommenderConfig
+from recommender.storage.edge import open_edge
 from recommender.types import RecommendQuery, Strategy
 from service.demo.synthetic import generate_catalog
 from service.embedding.spec import DEMO_MODEL_DIR

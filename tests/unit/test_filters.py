@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from qdrant_client import models
 
 from recommender import filters as f
-from recommender.storage.server_filters import to_qdrant
 from recommender.ids import point_id
+from recommender.storage.server_filters import to_qdrant
 
 
 def test_keys_are_prefixed_and_ids_become_point_ids():
