@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200, help="timed calls per row")
+    parser.add_argument("--recommend-calls", type=int, default=60,
+                        help="timed calls per P4 row (each builds a profile: slower than a search)")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--events-per-user", type=int, default=200)
     parser.add_argument("--local-size", type=int, default=10_000, help="items for qdrant-client local mode")
@@ -189,14 +191,14 @@ def main(argv: list[str] | None = None) -> None:
             "GetProfile": lambda n: engine.profile(f"user-{n % args.users}"),
         }
         for name, call in calls.items():
-            samples = latencies(call, args.queries)
+            samples = latencies(call, args.recommend_calls)
             print(f"| {name} | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
                   f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
         print(f"| Search (same run, P3 row) | | {p4_search_p99[0]:.1f} | 1.00x |")
         heavy = f"user-{args.users}"
         engine.record_events([Event(heavy, f"item-{i}", EventType.VIEW, NOW - timedelta(days=10, minutes=-i))
                               for i in range(5000)])
-        samples = latencies(lambda n: engine.recommend(RecommendQuery(heavy, limit=10)), max(20, args.queries // 5))
+        samples = latencies(lambda n: engine.recommend(RecommendQuery(heavy, limit=10)), args.recommend_calls // 3)
         print(f"| Recommend, one user with 5,000 seen items | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
               f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
         print(f"\nSearch p99 filtered (same run): {p4_search_p99[1]:.1f} ms. Compare ratios within one run only.")

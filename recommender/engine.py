@@ -104,7 +104,7 @@ class Engine:
     def record_events(self, events: Sequence[Event], event_ids: Sequence[str | None] | None = None) -> RecordOutcome:
         """Append the events; unknown items are recorded too, and reported."""
         item_ids = list(dict.fromkeys(event.item_id for event in events))
-        known = self._catalog.get(item_ids)
+        known = self._catalog.present(item_ids)
         self._events.append(events, event_ids)
         return RecordOutcome(recorded=len(events),
                              unknown_item_ids=[item_id for item_id in item_ids if item_id not in known])

@@ -125,6 +125,11 @@ class EdgeCatalog(Catalog):
         items = (stored_item(record.payload or {}, record.vector if with_vectors else None) for record in records)
         return {item.item_id: item for item in items}
 
+    def present(self, item_ids: Sequence[str]) -> set[str]:
+        by_point = {point_id(i): i for i in item_ids}
+        records = self._shard.shard.retrieve(list(by_point), with_payload=False, with_vector=False)
+        return {by_point[str(record.id)] for record in records}
+
     def delete(self, item_ids: Sequence[str]) -> int:
         present = self.get(item_ids)
         if present:

@@ -129,6 +129,11 @@ def test_items_round_trip_with_payload_text_and_vectors(storage, items):
     assert storage.catalog.get(["item-00"])["item-00"].image_vector is None, "vectors only when asked"
 
 
+def test_presence_reads_ids_only(storage, items):
+    assert storage.catalog.present(["item-03", "nope", "item-07", "item-03"]) == {"item-03", "item-07"}
+    assert storage.catalog.present([]) == set()
+
+
 def test_upsert_is_idempotent_by_id_and_the_last_copy_wins(storage, items):
     changed = ItemInput(item_id="item-01", payload={"color": "black"}, image_vector=unit(np.ones(DIM)))
     storage.catalog.upsert([changed])
@@ -304,6 +309,9 @@ def test_a_users_history_is_the_latest_events_oldest_first_and_stops_at_until(st
     assert [e.item_id for e in latest] == [f"item-{n:02d}" for n in range(15, 20)]
     assert all(e.user_id == "ann" and e.timestamp <= NOW for e in latest)
     assert latest[-1] == history[-1], "events come back whole"
+    weighted = Event("ann", "item-w", EventType.LIKE, NOW - timedelta(minutes=200), weight=2.5)
+    storage.events.append([weighted])
+    assert storage.events.for_user("ann", 100, until=NOW)[0] == weighted, "a weight other than 1 is kept"
     assert storage.events.for_user("ann", 5)[-1].item_id == "item-future", "no bound: everything"
     assert storage.events.recent_item_ids("ann", 3, until=NOW) == ["item-19", "item-18", "item-17"]
     assert storage.events.for_user("nobody", 5, until=NOW) == []
