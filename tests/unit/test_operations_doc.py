@@ -89,3 +89,18 @@ def test_every_metric_the_server_exports_is_explained():
     documented = _documented_metrics()
     assert exported - documented == set(), "explain these metrics in docs/operations.md"
     assert documented - exported == set(), "docs/operations.md explains metrics the server no longer has"
+
+
+def test_every_request_limit_is_in_the_guide_with_its_value():
+    from datetime import timedelta
+
+    from service import validation
+
+    text = DOC.read_text()
+    limits = {name: value for name, value in vars(validation).items()
+              if name.startswith("MAX_") and isinstance(value, (int, timedelta))}
+    assert limits
+    for name, value in limits.items():
+        shown = f"{value.days} day" if isinstance(value, timedelta) else f"{value:,}"
+        assert re.search(rf"^\| `{name}` \| {re.escape(shown)}s? \|", text, re.MULTILINE), \
+            f"docs/operations.md's request limits need `{name}` = {shown}"
