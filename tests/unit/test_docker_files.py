@@ -171,7 +171,9 @@ def _from_lines(dockerfile: str) -> list[str]:
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
 def test_dockerfile_bases_are_pinned_python_311(dockerfile):
-    wanted = re.search(r">=(\d+\.\d+)", PYPROJECT["project"]["requires-python"]).group(1)
+    floor = re.search(r">=(\d+\.\d+)", PYPROJECT["project"]["requires-python"])
+    assert floor
+    wanted = floor.group(1)
     bases = _from_lines(dockerfile)
     assert bases
     for base in bases:
@@ -371,7 +373,7 @@ def test_the_init_step_waits_for_every_node_of_the_cluster(services):
     init = services["qdrant-init"]
     _, args = _init_script(services)
     nodes = args[args.index("--nodes") + 1].split(",")
-    assert sorted(urlparse(node).hostname for node in nodes) == QDRANT_NODES
+    assert sorted(urlparse(node).hostname or "" for node in nodes) == QDRANT_NODES
     assert {name: init["depends_on"][name]["condition"] for name in QDRANT_NODES} == dict.fromkeys(
         QDRANT_NODES, "service_healthy")
     assert args[args.index("--api-key-file") + 1] == "/run/secrets/qdrant_api_key"
@@ -384,7 +386,7 @@ def test_the_init_script_succeeds_only_on_a_fully_formed_cluster(services, stub_
     key = tmp_path / "key"
     key.write_text("k3y\n")
 
-    def run(replies: list[bytes], timeout: str = "0.5") -> subprocess.CompletedProcess:
+    def run(replies: list[bytes], timeout: str = "0.5") -> tuple[subprocess.CompletedProcess, list[type[_Stub]]]:
         nodes = []
         handlers = []
         for reply in replies:
@@ -394,20 +396,19 @@ def test_the_init_script_succeeds_only_on_a_fully_formed_cluster(services, stub_
         result = subprocess.run([*command, "--nodes", ",".join(nodes), "--api-key-file", str(key),
                                  "--timeout", timeout, "--interval", "0.1"],
                                 check=False, capture_output=True, text=True, timeout=60)
-        result.handlers = handlers  # type: ignore[attr-defined]
-        return result
+        return result, handlers
 
-    formed = run([_cluster_reply(3)] * 3)
+    formed, handlers = run([_cluster_reply(3)] * 3)
     assert formed.returncode == 0, formed.stderr
-    for handler in formed.handlers:
+    for handler in handlers:
         assert ("/cluster", "k3y") in handler.seen, "the cluster API needs the key"
         assert ("/readyz", None) in handler.seen, "readiness is asked without the key"
 
-    partial = run([_cluster_reply(3), _cluster_reply(2), _cluster_reply(3)])
+    partial, _ = run([_cluster_reply(3), _cluster_reply(2), _cluster_reply(3)])
     assert partial.returncode == 1 and "knows 2 of 3 peers" in partial.stderr
-    leaderless = run([_cluster_reply(3, leader=None)] * 3)
+    leaderless, _ = run([_cluster_reply(3, leader=None)] * 3)
     assert leaderless.returncode == 1 and "no Raft leader" in leaderless.stderr
-    busy = run([_cluster_reply(3, pending=2)] * 3)
+    busy, _ = run([_cluster_reply(3, pending=2)] * 3)
     assert busy.returncode == 1 and "2 consensus operations pending" in busy.stderr
 
 
