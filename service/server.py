@@ -189,5 +189,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     await stopping
     ready.cancel()
     log.info("draining (grace %.1fs)", settings.grace_seconds)
+    started = loop.time()
     await server.stop()
+    log.info("stopped: drained in %.2fs", loop.time() - started)
     return 0
