@@ -20,6 +20,7 @@ DELEGATED = {
     "demo": "service.demo.showcase",
     "train-demo": "service.demo.training",
     "eval": "service.evaluate",
+    "bench": "service.benchmark",
 }
 DELEGATED_HELP = {
     "demo": "offline demo: in-process server, demo catalog, cross-modal queries, contact sheet",
