@@ -88,13 +88,14 @@ async def clip_client(target: str, kind: str):
     from clip_client import Client
     from docarray import Document
 
-    client = Client(f"grpc://{target}")
+    idle: list = []  # one jina client per concurrent caller: a Client keeps per-call state
 
     async def send(value):
-        content = [Document(blob=value)] if kind == "image" else [value]
-        async for _ in client._async_client.post(**client._get_post_payload(content, {"batch_size": 1})):
-            pass
-    # clip_client's own aencode wraps the same post; calling it per request adds progress bars.
+        client = idle.pop() if idle else Client(f"grpc://{target}")
+        try:
+            await client.aencode([Document(blob=value)] if kind == "image" else [value], batch_size=1)
+        finally:
+            idle.append(client)
     return send, None
 
 

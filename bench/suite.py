@@ -45,10 +45,27 @@ from bench.common import apply_thread_policy, print_table, sample_captions, samp
 from bench.inprocess import Baselines  # noqa: E402
 
 PEERS_HOME = Path(os.environ.get("PEERS_HOME", "/tmp/lookalike-peers"))
-PEER_SCRIPTS = Path(os.environ.get("LOOKALIKE_PEER_SCRIPTS") or next(
-    (folder for folder in (ROOT.parent / "shared" / "peers", Path("/work/shared/peers"))
-     if (folder / "start_infinity.sh").is_file()), ROOT / "peers"))
 ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6")
+# shared/peers/start_clip_server.sh's Flow, with every listener on loopback.
+CLIP_FLOW = """jtype: Flow
+version: '1'
+with:
+  port: {port}
+  protocol: grpc
+  host: 127.0.0.1
+executors:
+  - name: clip_t
+    host: 127.0.0.1
+    uses:
+      jtype: CLIPEncoder
+      with:
+        name: ViT-B-32::laion2b-s34b-b79k
+      metas:
+        py_modules:
+          - {encoder}
+    timeout_ready: 3000000
+    replicas: 1
+"""
 COMPETITOR = """
 import os, numpy as np
 a = np.random.rand(768, 768)
@@ -97,18 +114,27 @@ def start_lookalike(name: str, data_dir: Path, env: dict[str, str], log: Path) -
 
 
 def start_peer(system: str, log_dir: Path) -> Server:
+    """Start a peer as shared/peers/ does, bound to 127.0.0.1 (clip-server's Flow binds 0.0.0.0 unless told)."""
     port = free_port()
-    script, python, variable = {
-        "infinity": ("start_infinity.sh", PEERS_HOME / "infinity" / "bin" / "python", "INFINITY_PORT"),
-        "clip": ("start_clip_server.sh", PEERS_HOME / "clip-server" / "bin" / "python", "CLIP_PORT"),
-    }[system]
-    environ = {**os.environ, "PEERS_HOME": str(PEERS_HOME), variable: str(port)}
+    environ = {**os.environ, "PEERS_HOME": str(PEERS_HOME), "JINA_HIDE_SURVEY": "1"}
     environ.pop("OMP_WAIT_POLICY", None)  # the peers run as their users would start them
-    launched = subprocess.run(["bash", str(PEER_SCRIPTS / script)], env=environ, capture_output=True, text=True,
-                              check=True, start_new_session=True)
-    pid = int(launched.stdout.strip().split()[-1])
-    name = {"infinity": "infinity-emb 0.0.78", "clip": "clip-server 0.8.3"}[system]
-    return Server(name, system, f"127.0.0.1:{port}", pid, str(python))
+    log = (log_dir / f"{system}.log").open("w")
+    if system == "infinity":
+        python = PEERS_HOME / "infinity" / "bin" / "python"
+        command = [str(PEERS_HOME / "infinity" / "bin" / "infinity_emb"), "v2", "--model-id",
+                   str(PEERS_HOME / "models" / "hf-clip-vit-b-32-random"), "--served-model-name",
+                   "clip-vit-b-32-random", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                   "--engine", "torch"]
+        name = "infinity-emb 0.0.78"
+    else:
+        python = PEERS_HOME / "clip-server" / "bin" / "python"
+        flow = log_dir / "clip-flow.yml"
+        flow.write_text(CLIP_FLOW.format(port=port, encoder=PEERS_HOME / "models" / "clip_local_encoder.py"))
+        environ["CLIP_LOCAL_CKPT"] = str(PEERS_HOME / "models" / "ViT-B-32-random.pt")
+        command = [str(python), "-m", "clip_server", str(flow)]
+        name = "clip-server 0.8.3"
+    process = subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return Server(name, system, f"127.0.0.1:{port}", process.pid, str(python), process)
 
 
 def wait_until_serving(server: Server, inputs: Path, timeout: float = 600) -> None:
@@ -176,7 +202,8 @@ def part_p1(work: Path, inputs: Path, baselines, args) -> None:
         for round_number in range(args.rounds):
             print(f"  round {round_number + 1}/{args.rounds}", file=sys.stderr)
             for kind, concurrency, batches in (("image", 16, (16, 64)), ("text", 32, (16, 64))):
-                result = load(server, inputs, kind, concurrency, args.seconds, args.warmup)
+                result = load(server, inputs, kind, concurrency, args.seconds * (1.5 if kind == "image" else 1),
+                              args.warmup)
                 rows.setdefault(f"{kind} server", []).append(result["per_s"] if result else float("nan"))
                 for batch in batches:
                     rows.setdefault(f"{kind} open_clip {batch}", []).append(
@@ -248,15 +275,18 @@ def part_p6(work: Path, inputs: Path, args) -> None:
                     for server in order:
                         print(f"  round {round_number + 1} {'contended' if contended else 'quiet'}: "
                               f"{server.name}", file=sys.stderr)
-                        for kind, concurrency, seconds in (("image", 16, args.seconds), ("text", 32, args.seconds),
+                        # A wave of 16 images takes seconds here: the image window is the longest.
+                        for kind, concurrency, seconds in (("image", 16, args.seconds * 1.5),
+                                                           ("text", 32, args.seconds),
                                                            ("image", 1, args.seconds / 2),
                                                            ("text", 1, args.seconds / 2)):
                             result = load(server, inputs, kind, concurrency, seconds, args.warmup)
                             if result:
                                 results.setdefault((server.name, contended, kind, concurrency), []).append(result)
         _p6_tables(servers, results)
-        (work / "p6-results.json").write_text(json.dumps({" / ".join(map(str, key)): value
-                                                          for key, value in results.items()}, indent=1))
+        if args.results:
+            Path(args.results).write_text(json.dumps({" / ".join(map(str, key)): value
+                                                      for key, value in results.items()}, indent=1))
     finally:
         for server in servers:
             server.stop()
@@ -314,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", default="P1,P2,P5,P6", help="comma-separated parts: " + ",".join(ALL_PARTS))
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per load")
+    parser.add_argument("--seconds", type=float, default=16.0,
+                        help="measured seconds per load (P6 images 1.5x, single-request loads 0.5x)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--ingest-items", type=int, default=256)
+    parser.add_argument("--results", help="write P6's raw per-load results (JSON) here")
     parser.add_argument("--systems", default="lookalike,infinity,clip",
                         help="P6 systems: lookalike, spin (Lookalike with libgomp's default wait), infinity, clip")
     args = parser.parse_args(argv)
