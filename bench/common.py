@@ -37,7 +37,7 @@ def sample_jpegs(count: int, size: tuple[int, int] = (224, 224), seed: int = 0) 
     images = []
     width, height = size
     ys, xs = np.mgrid[0:height, 0:width]
-    for index in range(count):
+    for _ in range(count):
         base = generator.integers(0, 255, 3)
         slope = generator.uniform(-1, 1, (2, 3))
         pixels = (base + xs[..., None] * slope[0] + ys[..., None] * slope[1]) % 255
@@ -45,7 +45,8 @@ def sample_jpegs(count: int, size: tuple[int, int] = (224, 224), seed: int = 0) 
         image = Image.fromarray(pixels, "RGB")
         draw = ImageDraw.Draw(image)
         x0, y0 = generator.integers(0, width // 2), generator.integers(0, height // 2)
-        draw.ellipse((x0, y0, x0 + width // 3, y0 + height // 3), fill=tuple(int(c) for c in generator.integers(0, 255, 3)))
+        fill = tuple(int(channel) for channel in generator.integers(0, 255, 3))
+        draw.ellipse((x0, y0, x0 + width // 3, y0 + height // 3), fill=fill)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=90)
         images.append(buffer.getvalue())

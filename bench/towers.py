@@ -106,11 +106,11 @@ def matmul_time(gemms: Gemms, repeats: int) -> float:
         if shape not in cache:
             batch, m, k, n = shape
             if batch:
-                a, b = torch.randn(batch, m, k), torch.randn(batch, k, n)
-                cache[shape] = best_time(lambda: torch.bmm(a, b), repeats)
+                left, right = torch.randn(batch, m, k), torch.randn(batch, k, n)
+                cache[shape] = best_time(lambda a=left, b=right: torch.bmm(a, b), repeats)
             else:
-                a, b = torch.randn(m, k), torch.randn(k, n)
-                cache[shape] = best_time(lambda: torch.mm(a, b), repeats)
+                left, right = torch.randn(m, k), torch.randn(k, n)
+                cache[shape] = best_time(lambda a=left, b=right: torch.mm(a, b), repeats)
         total += cache[shape]
     return total
 
