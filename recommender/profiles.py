@@ -521,7 +521,7 @@ def _interest(
     # sum to the length of the weighted sum, so they say which items the
     # centroid is really made of (and explain a recommendation by them).
     contribution = weights[members] * (vectors[members] @ centroid)
-    order = sorted(range(len(members)), key=lambda i: (-contribution[i], item_ids[members[i]]))
+    order = sorted(range(len(members)), key=lambda i: (-contribution[i], item_ids[int(members[i])]))
     weight = float(weights[members].sum())
     return Interest(
         centroid=(centroid / np.linalg.norm(centroid)).astype(np.float32),

@@ -277,7 +277,7 @@ def _universe_vectors(pools: Sequence[Sequence[Candidate]], position: dict[str, 
         for candidate in pool:
             if vectors[position[candidate.item_id]] is None:
                 vectors[position[candidate.item_id]] = np.asarray(candidate.vector, dtype=np.float64)
-    return np.stack(vectors)
+    return np.stack([vector for vector in vectors if vector is not None])  # every position is filled
 
 
 # ---------------------------------------------------------------- the whole step
@@ -322,7 +322,8 @@ def _split_by_penalty(
     candidates: Sequence[Candidate], negatives: Sequence[Interest], strength: float, reject_penalty: float
 ) -> tuple[list[Candidate], list[Candidate]]:
     """(kept, held back) candidates, both with penalised scores."""
-    kept, held_back = [], []
+    kept: list[Candidate] = []
+    held_back: list[Candidate] = []
     for candidate, penalty in _with_penalties(candidates, negatives, strength):
         (held_back if penalty >= reject_penalty else kept).append(candidate)
     return kept, held_back

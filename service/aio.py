@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar, cast
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -22,7 +22,7 @@ async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return results[0], results[1]
+    return cast(A, results[0]), cast(B, results[1])
 
 
 async def in_order(source: AsyncIterator[T], work: Callable[[T], Awaitable[R]],

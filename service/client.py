@@ -91,8 +91,9 @@ class LookalikeClient:
                  tls: bool = False, tls_cert_file: str | Path | None = None, tls_key_file: str | Path | None = None,
                  timeout: float | None = 60.0, max_message_mb: int = 64, retries: int = 3) -> None:
         size = max_message_mb * 1024 * 1024
-        options = [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-                   ("grpc.enable_retries", 1 if retries else 0)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+            ("grpc.enable_retries", 1 if retries else 0)]
         if retries:
             options.append(("grpc.service_config", _retry_config(retries)))
         if tls or tls_ca_file or tls_cert_file:

@@ -125,7 +125,7 @@ class ItemsFound:
 class ItemFailure(NamedTuple):
     """Why one upserted item was not stored; `index` counts from 0 over the whole stream."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the stream position reads best as `index`
     id: str
     message: str
 
@@ -161,7 +161,7 @@ class Embeddings:
 
 
 class EventFailure(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the request position reads best as `index`
     message: str
 
 
@@ -301,7 +301,7 @@ def forget_request(user_id: str) -> recommendation_pb.ForgetUserRequest:
     return recommendation_pb.ForgetUserRequest(user_id=user_id)
 
 
-def _target(name: str) -> int:
+def _target(name: str) -> types_pb.SearchTarget:
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}")
     return TARGETS[name]

@@ -28,7 +28,7 @@ async def embed_items(items: Sequence[RawItem],
     text_items = [item for item in items if item.text and item.text_vector is None]
     image_results, text_vectors = await both(
         batcher.embed_images_each([(item.image, f"items[{item.index}].image") for item in image_items]),
-        batcher.embed_texts([item.text for item in text_items], bulk=True))
+        batcher.embed_texts([item.text for item in text_items if item.text], bulk=True))
 
     errors = [ItemError(item.index, item.item_id, str(result))
               for item, result in zip(image_items, image_results) if isinstance(result, InvalidArgument)]

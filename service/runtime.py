@@ -144,11 +144,12 @@ class Runtime:
                 return
 
     def _open_engine(self) -> Engine:
+        assert self.embedder is not None, "the model loads before the engine opens"
         self._storage = self._deps.open_storage(self.embedder.identity, self.embedder.dim)
         return open_engine(self._storage)
 
     def require_ready(self) -> tuple[ClipEmbedder, Engine]:
-        if self.engine is None:
+        if self.engine is None or self.embedder is None:
             if self.startup_error is not None:
                 raise Unavailable(f"server failed to start: {self.startup_error}")
             raise Unavailable("server is starting (loading the model or reaching the vector store); retry shortly")
@@ -157,6 +158,8 @@ class Runtime:
     def require_batcher(self) -> BatchScheduler:
         """The scheduler every model call goes through (raises Unavailable until ready)."""
         self.require_ready()
+        if self.batcher is None:
+            raise Unavailable("server is starting (the batching scheduler is not up yet); retry shortly")
         return self.batcher
 
     @contextlib.asynccontextmanager

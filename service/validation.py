@@ -194,7 +194,7 @@ def _condition(condition: f.Condition, field: str, depth: int, nested: bool) -> 
         _field_condition(condition, f"{field}.field")
 
 
-def _field_condition(condition: f.Condition, field: str) -> None:
+def _field_condition(condition: f.Match | f.MatchAny | f.MatchExcept | f.Range | f.DatetimeRange, field: str) -> None:
     _key(condition.key, f"{field}.key")
     if isinstance(condition, (f.MatchAny, f.MatchExcept)) and not condition.values:
         kind = "except_keyword" if isinstance(condition, f.MatchExcept) else "any_keyword / any_integer"
@@ -204,7 +204,7 @@ def _field_condition(condition: f.Condition, field: str) -> None:
         bounds = [bound for bound in (condition.gt, condition.gte, condition.lt, condition.lte) if bound is not None]
         if not bounds:
             raise InvalidArgument(f"{field}.{name}", "set at least one of gt, gte, lt, lte")
-        if isinstance(condition, f.Range) and not all(math.isfinite(bound) for bound in bounds):
+        if not all(isinstance(bound, datetime) or math.isfinite(bound) for bound in bounds):
             raise InvalidArgument(f"{field}.{name}", "bounds must be finite numbers")
 
 

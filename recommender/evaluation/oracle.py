@@ -25,7 +25,8 @@ def taste_oracle(split: TemporalSplit, attributes: Mapping[str, Mapping[str, Any
         seen = {event.item_id for event in user.train_events}
         pools = [[i for i in item_ids if taste.matches(attributes[i]) and i not in seen] for taste in user.user.tastes]
         pools = [list(rng.permutation(pool)) for pool in pools]
-        picked, turns = [], [0] * len(pools)
+        picked: list[str] = []
+        turns = [0] * len(pools)
         while len(picked) < k and any(pools):
             turn = max((i for i, pool in enumerate(pools) if pool),
                        key=lambda i: (user.user.taste_weights[i] / (2 * turns[i] + 1), -i))

@@ -70,7 +70,8 @@ def temporal_split(users: Sequence[SimulatedUser], test_fraction: float = 0.2) -
     """One global split time; users with no positive history or no test item are not scored,
     but their history before the split still counts (`history_events`)."""
     split_time = split_time_at(users, test_fraction)
-    kept, history = [], []
+    kept: list[UserSplit] = []
+    history: list[Event] = []
     for user in users:
         split = split_user(user, split_time)
         history += split.train_events

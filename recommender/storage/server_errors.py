@@ -30,7 +30,8 @@ def translated(location: str) -> Iterator[None]:
 def _is_transport_error(error: Exception) -> bool:
     # qdrant-client's gRPC transport raises grpc.RpcError; recognised by its
     # module and status name so the domain layer never imports grpc itself.
-    if type(error).__module__.split(".")[0] == "grpc" and callable(getattr(error, "code", None)):
-        code = error.code()
+    code_of = getattr(error, "code", None)
+    if type(error).__module__.split(".")[0] == "grpc" and callable(code_of):
+        code = code_of()
         return code is None or getattr(code, "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     return isinstance(error, (ConnectionError, TimeoutError))

@@ -111,7 +111,7 @@ def _run_query(client: LookalikeClient, query: DemoQuery, catalog: Mapping[str, 
     hits = client.search(text=query.text, image=image, target=query.target, filter=parse_filter(query.filters),
                          limit=top_k)
     flags = [_matches(hit, query) for hit in hits]
-    described = f'"{query.text}"' if query.text else f"picture of {query.image_of.caption}"
+    described = f'"{query.text}"' if query.text or query.image_of is None else f"picture of {query.image_of.caption}"
     filters = f"  where {' and '.join(query.filters)}" if query.filters else ""
     print(f"\n{query.title}: {described}{filters}  (target: {query.target} vectors)")
     print(f"{'#':>2}  {'score':>6}  {'ok':2}  {'id':16}  {'caption':32}  {'price':>6}  stock")

@@ -95,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
-        self.holdout_pairs = tuple(sorted(validate_pairs(tuple(pair) for pair in self.holdout_pairs)))  # type: ignore[misc]
+        self.holdout_pairs = tuple(sorted(validate_pairs(tuple(pair) for pair in self.holdout_pairs)))  # type: ignore[arg-type]
 
 
 @dataclass

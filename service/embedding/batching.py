@@ -115,10 +115,12 @@ class BatchScheduler:
             return self._empty()
         async with self._admit(len(images), bulk) as admission:
             prepared = await self._prepare_images([(data, f"{field}[{index}]") for index, data in enumerate(images)])
+            pixels = []
             for result in prepared:
                 if isinstance(result, BaseException):
                     raise result
-            return np.stack(await admission.run(Tower.IMAGE, prepared))
+                pixels.append(result)
+            return np.stack(await admission.run(Tower.IMAGE, pixels))
 
     async def embed_images_each(self, images: Sequence[tuple[bytes, str]], *,
                                 bulk: bool = True) -> list[np.ndarray | InvalidArgument]:
@@ -129,7 +131,8 @@ class BatchScheduler:
             prepared = await self._prepare_images(list(images))
             good = [index for index, result in enumerate(prepared) if not isinstance(result, BaseException)]
             admission.release(len(images) - len(good))
-            vectors = await admission.run(Tower.IMAGE, [prepared[index] for index in good])
+            vectors = await admission.run(Tower.IMAGE, [pixels for pixels in prepared
+                                                        if not isinstance(pixels, BaseException)])
             results: list[np.ndarray | InvalidArgument] = list(prepared)  # type: ignore[arg-type]
             for index, vector in zip(good, vectors):
                 results[index] = vector

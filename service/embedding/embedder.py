@@ -9,7 +9,7 @@ inference thread).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ class ClipEmbedder:
         max_batch: int,
         max_image_pixels: int,
     ) -> None:
-        self._model = model
+        self._model: Any = model  # an open_clip CLIP: encode_image is not on torch.nn.Module
         self._preprocess = preprocess
         self._tokenizer = tokenizer
         self._device = device

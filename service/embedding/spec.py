@@ -86,6 +86,7 @@ class ModelSpec:
             return f"{self.model}/{self.open_clip_pretrained}"
         if self.weights is WeightsKind.HF_HUB:
             return self.model
+        assert self.location is not None, "file and folder weights always have a location"
         if self.weights is WeightsKind.FILE:
             return f"{self.model}/{self.location.name}@{file_digest(self.location)}"
         weights = next((self.location / name for name in WEIGHT_FILES if (self.location / name).is_file()), None)

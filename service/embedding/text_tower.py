@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from open_clip.transformer import text_global_pool
@@ -36,7 +37,7 @@ class _Parts:
 
     token_embedding: torch.nn.Module
     positional_embedding: torch.Tensor
-    transformer: torch.nn.Module
+    transformer: Any  # open_clip's Transformer: get_cast_dtype is not on torch.nn.Module
     ln_final: torch.nn.Module
     text_projection: torch.nn.Module | torch.Tensor | None
     attn_mask: torch.Tensor
@@ -48,7 +49,7 @@ class TextTower:
     """Encodes token batches [B, context] with the model; trims them when that is provably exact."""
 
     def __init__(self, model: torch.nn.Module, parts: _Parts | None, reason: str) -> None:
-        self._model = model
+        self._model: Any = model  # an open_clip CLIP: encode_text is not on torch.nn.Module
         self._parts = parts
         self.reason = reason
 
@@ -76,14 +77,16 @@ class TextTower:
         return self._encode_trimmed(tokens[:, :self.length(tokens)])
 
     def _pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self._parts.pool_type == "eos":
-            return (tokens == self._parts.eos_id).int().argmax(dim=-1)
+        assert self._parts is not None, "only trimmed towers have parts"
+        if self._parts.pool_type == "eos" and self._parts.eos_id is not None:
+            return torch.eq(tokens, self._parts.eos_id).int().argmax(dim=-1)
         return tokens.argmax(dim=-1)
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
         # Mirrors open_clip's CLIP.encode_text / TextTransformer.forward with the
         # position embedding and causal mask cut to the batch's length.
         parts = self._parts
+        assert parts is not None, "only trimmed towers have parts"
         length = tokens.shape[1]
         cast_dtype = parts.transformer.get_cast_dtype()
         x = parts.token_embedding(tokens).to(cast_dtype)

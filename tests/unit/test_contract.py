@@ -363,8 +363,8 @@ def test_the_fixtures_set_every_field_of_every_message():
     covered = set()
     for case in REQUESTS:
         covered |= set_fields(case.build())
-    for case in RESPONSES:
-        covered |= set_fields(case.encode())
+    for response in RESPONSES:
+        covered |= set_fields(response.encode())
     missing = sorted(f"{message}.{field}" for message, field in all_fields() - covered)
     assert not missing, f"no fixture sets: {missing}"
 

@@ -335,6 +335,7 @@ def test_targets():
     checks = check_targets(passing)
     assert [check.met for check in checks] == [True, True, True, True]
     assert [check.value for check in checks[:3]] == pytest.approx([1.2, 1.0, 4.0])
+    assert checks[0].interval is not None
     low, high = checks[0].interval
     assert low < 1.2 < high
     failing = _result({"multi_interest": 0.55, "single_centroid": 0.5, "qdrant_best_score": 0.6, "popular": 0.2},

@@ -16,7 +16,7 @@ PROTOBUF = ("google.protobuf", "grpc", "service.api", "service.convert")
 def imported_modules(path: Path) -> set[str]:
     """Absolute names of every module `path` imports (relative imports resolved)."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
