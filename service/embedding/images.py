@@ -20,7 +20,7 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
         # Pillow's own bomb guard is process-wide state; check the header size here instead.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             if image.format not in ACCEPTED_FORMATS:
                 raise InvalidArgument(field, f"image format {image.format} is not accepted: send JPEG, PNG or WebP")
             width, height = image.size
