@@ -102,8 +102,11 @@ def search_rows(engine: Engine, queries: np.ndarray, count: int) -> dict[str, li
     filtered = Filter(must=(Match("category", "c3"),))
     rows = {}
     for name, filter_ in (("unfiltered", None), ("filtered (10%)", filtered)):
-        rows[name] = latencies(lambda n, f=filter_: engine.search_by_vector(
-            queries[n % len(queries)], SearchTarget.IMAGE, f, SearchParams(limit=10), made_by_model=False), count)
+        def search(n: int, f: Filter | None = filter_) -> object:
+            return engine.search_by_vector(queries[n % len(queries)], SearchTarget.IMAGE, f, SearchParams(limit=10),
+                                           made_by_model=False)
+
+        rows[name] = latencies(search, count)
     return rows
 
 

@@ -186,8 +186,8 @@ def item_payload(item: ItemInput) -> dict[str, Any]:
             PAYLOAD_KEY: dict(item.payload)}
 
 
-def item_vectors(item: ItemInput) -> dict[str, list[float]]:
-    vectors = {}
+def item_vectors(item: ItemInput) -> dict[str, Any]:
+    vectors: dict[str, Any] = {}
     if item.image_vector is not None:
         vectors[VectorSpace.IMAGE.value] = item.image_vector.tolist()
     if item.text_vector is not None:

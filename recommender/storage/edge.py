@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import qdrant_edge as edge
@@ -122,7 +122,8 @@ class EdgeCatalog(Catalog):
             return {}
         records = self._shard.shard.retrieve([point_id(i) for i in first_seen(item_ids)], with_payload=True,
                                              with_vector=with_vectors)
-        items = (stored_item(record.payload or {}, record.vector if with_vectors else None) for record in records)
+        items = (stored_item(record.payload or {}, record.vector if with_vectors and isinstance(record.vector, dict)
+                             else None) for record in records)
         return {item.item_id: item for item in items}
 
     def present(self, item_ids: Sequence[str]) -> set[str]:
@@ -138,6 +139,7 @@ class EdgeCatalog(Catalog):
 
     def delete_where(self, filter_: Filter) -> int:
         condition = to_edge(require_condition(filter_))
+        assert condition is not None, "require_condition refuses an empty filter"
         matched = self._shard.shard.count(edge.CountRequest(exact=True, filter=condition))
         self._shard.update(edge.UpdateOperation.delete_points_by_filter(condition))
         return matched
@@ -160,7 +162,8 @@ class EdgeCatalog(Catalog):
         prefetches = [edge.Prefetch(limit=depth, query=edge.Query.Nearest(vector.tolist(), using=space.value),
                                     filter=condition) for space, vector in vectors.items()]
         hits = self._shard.shard.query(edge.QueryRequest(
-            limit=fetch_depth(params), prefetches=prefetches, query=edge.Fusion.Rrf(k=RRF_K),
+            # cast: the stubs type Fusion.Rrf apart from the queries QueryRequest accepts
+            limit=fetch_depth(params), prefetches=prefetches, query=cast(Any, edge.Fusion.Rrf(k=RRF_K)),
             score_threshold=params.score_threshold, with_payload=True))
         return page([scored(hit.payload, hit.score) for hit in hits], params)
 
@@ -248,7 +251,7 @@ class EdgeEventStore(EventStore):
                 filter=edge.Filter(must=[window, edge.FieldCondition(key=TYPE_KEY,
                                                                      match=edge.MatchValue(event_type.value))])))
             for hit in response.hits:
-                scores[hit.value] += weight * hit.count
+                scores[hit.value] += weight * hit.count  # type: ignore[assignment]  # float weights
         return scores
 
 
@@ -338,7 +341,7 @@ def open_existing(data_dir: Path, collection: str) -> EdgeStorage:
 
 
 def _user_filter(user_id: str, until: datetime | None) -> edge.Filter:
-    conditions = [edge.FieldCondition(key=USER_KEY, match=edge.MatchValue(user_id))]
+    conditions: list[Any] = [edge.FieldCondition(key=USER_KEY, match=edge.MatchValue(user_id))]
     if until is not None:
         conditions.append(edge.FieldCondition(key=TIME_KEY, range=edge.RangeFloat(lte=until.timestamp())))
     return edge.Filter(must=conditions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as edge
@@ -53,9 +54,9 @@ def _condition(condition: Condition, prefix: str, nested: bool):
     if isinstance(condition, Match):
         return edge.FieldCondition(key=key, match=edge.MatchValue(_scalar(condition.value)))
     if isinstance(condition, MatchAny):
-        return edge.FieldCondition(key=key, match=edge.MatchAny(list(condition.values)))
+        return edge.FieldCondition(key=key, match=edge.MatchAny(cast(Any, list(condition.values))))
     if isinstance(condition, MatchExcept):
-        return edge.FieldCondition(key=key, match=edge.MatchExcept(list(condition.values)))
+        return edge.FieldCondition(key=key, match=edge.MatchExcept(cast(Any, list(condition.values))))
     if isinstance(condition, Range):
         return edge.FieldCondition(key=key, range=edge.RangeFloat(
             gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte))

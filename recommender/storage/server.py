@@ -99,7 +99,8 @@ class ServerCatalog(Catalog):
         with translated(self._location):
             records = self._client.retrieve(self._collection, ids=[point_id(i) for i in first_seen(item_ids)],
                                             with_payload=True, with_vectors=with_vectors)
-        items = (stored_item(record.payload or {}, record.vector if with_vectors else None) for record in records)
+        items = (stored_item(record.payload or {}, record.vector if with_vectors and isinstance(record.vector, dict)
+                             else None) for record in records)
         return {item.item_id: item for item in items}
 
     def present(self, item_ids: Sequence[str]) -> set[str]:
@@ -243,7 +244,7 @@ class ServerEventStore(EventStore):
                     facet_filter=models.Filter(must=[window, models.FieldCondition(
                         key=TYPE_KEY, match=models.MatchValue(value=event_type.value))]))
                 for hit in response.hits:
-                    scores[hit.value] += weight * hit.count
+                    scores[hit.value] += weight * hit.count  # type: ignore[assignment]  # float weights
         return scores
 
 
@@ -306,8 +307,9 @@ def _already_exists(error: Exception) -> bool:
     if isinstance(error, UnexpectedResponse):
         return error.status_code == 409 or "already exists" in str(error)
     # gRPC transport: recognised by module and status name, so the domain never imports grpc.
-    if type(error).__module__.split(".")[0] == "grpc" and callable(getattr(error, "code", None)):
-        return getattr(error.code(), "name", None) == "ALREADY_EXISTS"
+    code_of = getattr(error, "code", None)
+    if type(error).__module__.split(".")[0] == "grpc" and callable(code_of):
+        return getattr(code_of(), "name", None) == "ALREADY_EXISTS"
     return "already exists" in str(error)
 
 

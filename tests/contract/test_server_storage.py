@@ -27,11 +27,11 @@ class LateReplica(QdrantClient):
         super().__init__(*args, **kwargs)
         self.hidden = True
 
-    def collection_exists(self, collection_name: str) -> bool:
+    def collection_exists(self, collection_name: str, **kwargs) -> bool:
         if self.hidden:
             self.hidden = False
             return False
-        return super().collection_exists(collection_name)
+        return super().collection_exists(collection_name, **kwargs)
 
 
 def test_a_replica_that_loses_the_creation_race_uses_the_winners_collection(tmp_path):

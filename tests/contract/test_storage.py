@@ -218,7 +218,7 @@ def test_fused_search_is_reciprocal_rank_fusion_of_both_spaces(storage, items):
     query = unit(np.cos(np.arange(DIM)))
     image = [item_id for item_id, _ in brute_force(items, query, VectorSpace.IMAGE)]
     text = [item_id for item_id, _ in brute_force(items, query, VectorSpace.TEXT)]
-    fused = Counter()
+    fused: dict[str, float] = Counter()  # type: ignore[assignment]  # float scores
     for ranking in (image, text):
         for rank, item_id in enumerate(ranking):
             fused[item_id] += 1.0 / (rank + 2)  # Qdrant's RRF: 1 / (rank + k), k = 2, rank from 1
