@@ -44,7 +44,7 @@ def sample_jpegs(count: int, size: tuple[int, int] = (224, 224), seed: int = 0) 
         pixels = (pixels + generator.normal(0, 12, pixels.shape)).clip(0, 255).astype("uint8")
         image = Image.fromarray(pixels, "RGB")
         draw = ImageDraw.Draw(image)
-        x0, y0 = generator.integers(0, width // 2), generator.integers(0, height // 2)
+        x0, y0 = int(generator.integers(0, width // 2)), int(generator.integers(0, height // 2))
         fill = tuple(int(channel) for channel in generator.integers(0, 255, 3))
         draw.ellipse((x0, y0, x0 + width // 3, y0 + height // 3), fill=fill)
         buffer = io.BytesIO()
@@ -85,9 +85,9 @@ def process_tree_cpu_seconds(pid: int) -> float:
     total, stack = 0.0, [pid]
     while stack:
         current = stack.pop()
-        fields = stats.get(current)
-        if fields is not None:
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        found = stats.get(current)
+        if found is not None:
+            total += (int(found[11]) + int(found[12])) / ticks  # utime, stime
         stack.extend(children.get(current, []))
     return total
 

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,8 +37,8 @@ class Baselines:
 
     def __init__(self, model: str = "ViT-B-32") -> None:
         self._model_name = model
-        self._open_clip = None
-        self._embedders: dict[int, object] = {}
+        self._open_clip: tuple[Any, Any, Any] | None = None  # model, preprocess, tokenizer
+        self._embedders: dict[int, Any] = {}
         self._jpegs = sample_jpegs(256, seed=1)
         self._captions = sample_captions(256, seed=1)
         self._cursor = 0

@@ -314,7 +314,7 @@ def _p6_tables(servers: list[Server], results: dict[tuple, list[dict]]) -> None:
                      "one image p50 ms", "one text p50 ms"), rows)
     lookalike = servers[0].name
     print("\n### ratios: Lookalike / peer within each round (median), and contended / quiet\n")
-    rows = []
+    ratio_rows: list[tuple[str, ...]] = []
     for server in servers[1:]:
         for kind, concurrency in (("image", 16), ("text", 32)):
             cells = [f"{server.name}, {kind}s/s"]
@@ -323,8 +323,8 @@ def _p6_tables(servers: list[Server], results: dict[tuple, list[dict]]) -> None:
                 theirs = results.get((server.name, contended, kind, concurrency), [])
                 ratios = [a["per_s"] / b["per_s"] for a, b in zip(mine, theirs) if b["per_s"]]
                 cells.append(_spread(ratios, "x"))
-            rows.append(tuple(cells))
-    print_table(("Lookalike vs", "quiet", "contended"), rows)
+            ratio_rows.append(tuple(cells))
+    print_table(("Lookalike vs", "quiet", "contended"), ratio_rows)
     quiet = median(lookalike, False, "image", 16, "cpu_per_item")
     loud = median(lookalike, True, "image", 16, "cpu_per_item")
     print(f"\nLookalike CPU-s/image contended / quiet: {loud / quiet:.2f}x (goal <= 1.3x)")
