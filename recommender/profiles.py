@@ -433,15 +433,21 @@ def build_profile(
     item_vectors: Mapping[str, np.ndarray],
     now: datetime,
     config: ProfileConfig = ProfileConfig(),
+    extra_weights: Mapping[str, float] | None = None,
 ) -> UserProfile:
     """A user's interests and negatives from their events.
 
     Only the last `config.max_events` events are weighed; `seen_item_ids` holds
     every item of every event given, so recommendations never repeat one even
     when it fell out of the window or has no vector (deleted from the catalog).
+    `extra_weights` are signed, already-decayed weights of more items (a
+    request's examples), added to what the events give before clustering; their
+    vectors come in `item_vectors` like the history's.
     """
     _check_inputs(user_id, events, now)
-    net = net_item_weights(latest_events(events, config.max_events), now, config)
+    net = dict(net_item_weights(latest_events(events, config.max_events), now, config))
+    for item_id, weight in (extra_weights or {}).items():
+        net[item_id] = net.get(item_id, 0.0) + weight
     liked = {item_id: w for item_id, w in net.items() if w > 0}
     rejected = {item_id: -w for item_id, w in net.items() if w < 0}
     return UserProfile(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from recommender.ranking import Candidate, rank
 from recommender.storage import Catalog, EventStore
 from recommender.types import (
     Event,
+    EventType,
     Interest,
     Recommendation,
     Recommendations,
@@ -34,6 +36,9 @@ from recommender.types import (
     UserProfile,
     VectorSpace,
 )
+
+# A vector example joins the profile under a key no catalog item has.
+_VECTOR_EXAMPLE_KEY = "\x00example[{}]"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,21 @@ class History:
     vectors: dict[str, np.ndarray]
     seen: frozenset[str]  # items of the latest seen_window_events
     event_count: int  # events read, at most seen_window_events
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A request's examples, ready to join a profile: signed weights and vectors by key
+    (an item id, or a reserved key for a raw vector) and each key's example positions."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    unknown_ids: tuple[str, ...] = ()
+
+    @property
+    def item_ids(self) -> frozenset[str]:
+        return frozenset(key for key in self.weights if not key.startswith("\x00"))
 
 
 class Recommender:
@@ -95,14 +115,44 @@ class Recommender:
         item_ids = self._events.recent_item_ids(user_id, self._config.seen_window_events, until=now)
         return frozenset(item_ids), len(item_ids)
 
-    def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None) -> UserProfile:
-        history = history or self.history(user_id)
+    def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None,
+                examples: Examples | None = None) -> UserProfile:
+        """The user's profile (none for an anonymous session: empty user_id), with the examples joined in."""
+        history = history or (self.history(user_id) if user_id else History([], {}, frozenset(), 0))
+        examples = examples or Examples()
         config = self._config.profile
         if max_interests is not None:
             config = replace(config, max_interests=max_interests)
-        profile = build_profile(user_id, history.events, history.vectors, self._clock(), config)
+        profile = build_profile(user_id, history.events, {**history.vectors, **examples.vectors}, self._clock(), config,
+                                extra_weights=examples.weights)
         return replace(profile, seen_item_ids=history.seen | profile.seen_item_ids,
                        event_count=max(history.event_count, profile.event_count))
+
+    def examples(self, query: RecommendQuery) -> Examples:
+        """The query's examples as profile weights: an item example takes the item's vector (one
+        catalog round trip for all of them), a weight of 1 counts as a like and -1 as a dislike."""
+        if not query.examples:
+            return Examples()
+        ids = list(dict.fromkeys(example.item_id for example in query.examples if example.item_id is not None))
+        stored = self._catalog.get(ids, with_vectors=True) if ids else {}
+        scale = self._config.profile.event_weights
+        found = Examples()
+        unknown = []
+        for index, example in enumerate(query.examples):
+            if example.item_id is not None:
+                item = stored.get(example.item_id)
+                vector = _item_vector(item, self._config.space) if item is not None else None
+                if vector is None:
+                    unknown.append(example.item_id)
+                    continue
+                key = example.item_id
+            else:
+                key, vector = _VECTOR_EXAMPLE_KEY.format(index), example.vector
+            unit = scale[EventType.LIKE] if example.weight > 0 else abs(scale[EventType.DISLIKE])
+            found.weights[key] = found.weights.get(key, 0.0) + example.weight * unit
+            found.vectors[key] = vector
+            found.positions[key] = found.positions.get(key, ()) + (index,)
+        return replace(found, unknown_ids=tuple(dict.fromkeys(unknown)))
 
     # -- recommendations --------------------------------------------------
 
@@ -111,25 +161,28 @@ class Recommender:
         items and nothing more; single_centroid clusters once, into one interest."""
         # One more than the page: a next page is announced only when it has an item.
         wanted = query.offset + query.limit + 1
+        examples = self.examples(query)
+        page = partial(_page, query=query, unknown=examples.unknown_ids)
         if query.strategy is Strategy.POPULAR:
-            seen = self.seen_item_ids(query.user_id)
+            seen = (self.seen_item_ids(query.user_id) if query.user_id else frozenset()) | examples.item_ids
             items = self._popular(query, sorted(seen) if query.exclude_seen else [], wanted)
             # Without a profile, "too little history" can only mean none at all.
-            return _page(items, query, Strategy.POPULAR, cold_start=not seen)
+            return page(items, strategy=Strategy.POPULAR, cold_start=not seen)
         max_interests = 1 if query.strategy is Strategy.SINGLE_CENTROID else None
-        history = self.history(query.user_id)
-        profile = self.profile(query.user_id, history, max_interests=max_interests)
-        excluded = sorted(profile.seen_item_ids) if query.exclude_seen else []
+        history = self.history(query.user_id) if query.user_id else History([], {}, frozenset(), 0)
+        profile = self.profile(query.user_id, history, max_interests=max_interests, examples=examples)
+        # Example items count as seen: "more like these" should not answer with these.
+        excluded = sorted(profile.seen_item_ids | examples.item_ids) if query.exclude_seen else []
         if profile.is_cold:
-            return _page(self._popular(query, excluded, wanted), query, Strategy.POPULAR, cold_start=True)
+            return page(self._popular(query, excluded, wanted), strategy=Strategy.POPULAR, cold_start=True)
         if query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE):
-            items = self._native(query, profile, history.vectors, excluded, wanted)
+            items = self._native(query, profile, {**history.vectors, **examples.vectors}, excluded, wanted)
         else:
-            items = self._from_interests(query, profile, excluded, wanted)
-        return _page(items, query, query.strategy, cold_start=False)
+            items = self._from_interests(query, profile, excluded, wanted, examples)
+        return page(items, strategy=query.strategy, cold_start=False)
 
     def _from_interests(self, query: RecommendQuery, profile: UserProfile, excluded: Sequence[str],
-                        wanted: int) -> list[Recommendation]:
+                        wanted: int, examples: Examples | None = None) -> list[Recommendation]:
         interests = list(profile.interests)
         importances = [interest.importance for interest in interests]
         counts = _candidate_counts(importances, wanted, self._config.candidates_per_slot)
@@ -143,9 +196,10 @@ class Recommender:
             for hit in interest_hits:
                 by_id.setdefault(hit.item_id, hit)
         ranked = rank(per_interest, importances, profile.negatives, k=wanted, diversity=query.diversity)
+        explained = [_because(interest, query, self._config.explain_items, examples or Examples())
+                     for interest in interests]
         return [_recommendation(by_id[entry.item_id], entry.score, entry.interest_index,
-                                _because(interests[entry.interest_index], query, self._config.explain_items))
-                for entry in ranked]
+                                *explained[entry.interest_index]) for entry in ranked]
 
     def _native(self, query: RecommendQuery, profile: UserProfile, vectors: Mapping[str, np.ndarray],
                 excluded: Sequence[str], wanted: int) -> list[Recommendation]:
@@ -198,7 +252,7 @@ def _candidate_counts(importances: Sequence[float], wanted: int, per_slot: int) 
 
 
 def _strongest_items(interests: Sequence[Interest], limit: int) -> list[str]:
-    """Items by interest weight, then by their order of contribution within the interest."""
+    """Items (and vector examples' keys) by interest weight, then by their order of contribution within the interest."""
     ordered = sorted(interests, key=lambda interest: -interest.weight)
     items = [item_id for interest in ordered for item_id in interest.item_ids]
     return list(dict.fromkeys(items))[:limit]
@@ -211,18 +265,24 @@ def _item_vector(item: StoredItem, space: VectorSpace) -> np.ndarray | None:
     return vector
 
 
-def _because(interest: Interest, query: RecommendQuery, count: int) -> tuple[str, ...]:
-    return tuple(interest.item_ids[:count]) if query.explain else ()
+def _because(interest: Interest, query: RecommendQuery, count: int,
+             examples: Examples) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The strongest catalog items of the interest (history or examples), and every example in it."""
+    if not query.explain:
+        return (), ()
+    items = tuple(key for key in interest.item_ids if not key.startswith("\x00"))[:count]
+    cited = sorted(index for key in interest.item_ids for index in examples.positions.get(key, ()))
+    return items, tuple(cited)
 
 
-def _recommendation(hit: Scored, score: float, interest_index: int | None,
-                    because: tuple[str, ...]) -> Recommendation:
+def _recommendation(hit: Scored, score: float, interest_index: int | None, because: tuple[str, ...],
+                    because_examples: tuple[int, ...] = ()) -> Recommendation:
     return Recommendation(item_id=hit.item_id, score=float(score), payload=hit.payload, text=hit.text,
-                          interest_index=interest_index, because=because)
+                          interest_index=interest_index, because=because, because_examples=because_examples)
 
 
-def _page(items: list[Recommendation], query: RecommendQuery, strategy: Strategy,
-          cold_start: bool) -> Recommendations:
+def _page(items: list[Recommendation], *, query: RecommendQuery, strategy: Strategy, cold_start: bool,
+          unknown: tuple[str, ...] = ()) -> Recommendations:
     page = items[query.offset: query.offset + query.limit]
     return Recommendations(items=page, strategy=strategy, cold_start=cold_start,
-                           has_more=len(items) > query.offset + query.limit)
+                           has_more=len(items) > query.offset + query.limit, unknown_example_ids=unknown)

@@ -139,8 +139,21 @@ class Strategy(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Example:
+    """An example for a recommendation: a catalog item or a raw vector (exactly one).
+
+    It counts like an event of the user that happened now: weight 1 as much as
+    a like, -1 as much as a dislike.
+    """
+
+    item_id: str | None = None
+    vector: np.ndarray | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class RecommendQuery:
-    user_id: str
+    user_id: str  # empty: an anonymous session, from the examples alone
     limit: int = 10
     offset: int = 0
     filter: Any = None  # recommender.filters.Filter | None (typed there to keep this module import-free)
@@ -148,6 +161,7 @@ class RecommendQuery:
     exclude_seen: bool = True
     strategy: Strategy = Strategy.MULTI_INTEREST
     explain: bool = False
+    examples: tuple[Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,7 @@ class Recommendation:
     text: str | None = None
     interest_index: int | None = None  # which of the user's interests retrieved it
     because: tuple[str, ...] = ()  # history items behind that interest (when explain is on)
+    because_examples: tuple[int, ...] = ()  # positions of the query's examples behind it (explain)
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,7 @@ class Recommendations:
     strategy: Strategy  # the strategy actually used (POPULAR on cold start)
     cold_start: bool
     has_more: bool
+    unknown_example_ids: tuple[str, ...] = ()  # example ids not in the catalog, ignored
 
 
 @dataclass(frozen=True)

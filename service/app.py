@@ -165,7 +165,7 @@ class Lookalike:
 
     async def recommend(self, query: RecommendQuery) -> Recommendations:
         _, engine = self._runtime.require_ready()
-        validation.recommend(query)
+        validation.recommend(query, engine.dim)
         return await self._runtime.query(engine.recommend, query)
 
     async def profile(self, user_id: str) -> UserProfile:

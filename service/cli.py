@@ -186,8 +186,14 @@ def build_parser(with_serve_flags: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--user", help="leave out the items this user has interacted with")
     p.add_argument("--include-seen", action="store_true", help="with --user: keep the user's seen items")
 
-    p = command("recommend", "recommendations for a user", c.recommend)
-    p.add_argument("user", help="the user id")
+    p = command("recommend", "recommendations for a user, for example items, or both", c.recommend,
+                description="Recommendations for a user from their history, for example items (--like, --dislike; "
+                            "without a user they are an anonymous session), or both.")
+    p.add_argument("user", nargs="?", default="", help="the user id (leave out for examples alone)")
+    p.add_argument("--like", action="append", default=[], metavar="ID[:WEIGHT]",
+                   help="an example item to recommend more like (weight 1 = a like event; repeatable)")
+    p.add_argument("--dislike", action="append", default=[], metavar="ID[:WEIGHT]",
+                   help="an example item to recommend less like (weight 1 = a dislike event; repeatable)")
     p.add_argument("--limit", type=int, default=10, help="how many results")
     p.add_argument("--offset", type=int, default=0, help="how many of the best results to skip")
     p.add_argument("--page-token", default="", help="next_page_token of a previous call (overrides --offset)")

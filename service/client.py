@@ -43,6 +43,7 @@ from service.client_messages import (  # noqa: F401 - the client's public types 
     STRATEGIES,
     TARGETS,
     Embeddings,
+    Example,
     FilterLike,
     Hit,
     InterestInfo,
@@ -307,25 +308,32 @@ class LookalikeClient:
         keyed = [event if event.event_id else _with_event_id(event) for event in events]
         return m.parse_record(self._unary(self._recommendation.RecordEvents, m.record_events_request(keyed)))
 
-    def recommend(self, user_id: str | None = None, *, limit: int = 10, offset: int = 0, page_token: str = "",
-                  filter: FilterLike = None, diversity: float | None = None, include_seen: bool = False,
-                  strategy: str = "multi_interest", explain: bool = False) -> RecommendResult:
-        """Recommendations for a user from their interests, best first.
+    def recommend(self, user_id: str | None = None, *, examples: Sequence[Example | str] = (), limit: int = 10,
+                  offset: int = 0, page_token: str = "", filter: FilterLike = None, diversity: float | None = None,
+                  include_seen: bool = False, strategy: str = "multi_interest",
+                  explain: bool = False) -> RecommendResult:
+        """Recommendations for a user from their interests, for example items, or both; best first.
 
-        Page with ``page_token=result.next_page_token`` (empty when there is no
-        next page). `diversity` 0..1 trades relevance for variety (MMR; default
-        0.2). `strategy` is one of STRATEGIES. A user without history gets
-        popular items and ``cold_start=True``.
+        `examples` are catalog ids (weight 1) or ``Example``s (an item id or a raw
+        vector, weight 1 = a like, -1 = a dislike); without `user_id` they are an
+        anonymous session. They are clustered with the user's history into
+        interests; example items are left out of the results (unless
+        `include_seen`) and ids not in the catalog come back in
+        ``unknown_example_ids``. Page with ``page_token=result.next_page_token``
+        (empty when there is no next page). `diversity` 0..1 trades relevance for
+        variety (MMR; default 0.2). `strategy` is one of STRATEGIES. No usable
+        history or examples gives popular items and ``cold_start=True``.
 
         Example:
             >>> result = client.recommend("u42", limit=10, filter=["in_stock=true"], explain=True)
             >>> [(item.id, item.because) for item in result.items][:1]
             [('sku-7', ['sku-1'])]
             >>> more = client.recommend("u42", page_token=result.next_page_token)
+            >>> session = client.recommend(examples=["sku-1", "sku-2", Example("sku-9", weight=-1)], limit=5)
         """
         request = m.recommend_request(user_id, limit=limit, offset=offset, page_token=page_token, filter=filter,
                                       diversity=diversity, include_seen=include_seen, strategy=strategy,
-                                      explain=explain)
+                                      explain=explain, examples=examples)
         return m.parse_recommend(self._unary(self._recommendation.Recommend, request))
 
     def profile(self, user_id: str, with_centroids: bool = False) -> Profile:

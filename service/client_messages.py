@@ -92,6 +92,29 @@ class UserEvent:
         return message
 
 
+@dataclass(frozen=True)
+class Example:
+    """An example for `recommend`: a catalog item or a raw vector. Weight 1 counts as much as
+    a like, -1 as much as a dislike ("more like these, less like those")."""
+
+    item_id: str | None = None
+    vector: Sequence[float] | None = None
+    weight: float = 1.0
+
+    def to_proto(self) -> recommendation_pb.Example:
+        if (self.item_id is None) == (self.vector is None):
+            raise ValueError("an example is an item_id or a vector (exactly one)")
+        message = recommendation_pb.Example(weight=self.weight)
+        if self.item_id is not None:
+            message.item_id = self.item_id
+        else:
+            message.vector.values.extend(self.vector)
+        return message
+
+
+ExampleLike = Example | str  # a bare string is an item example of weight 1
+
+
 # -- what the client returns ----------------------------------------------------
 
 @dataclass(frozen=True)
@@ -180,6 +203,7 @@ class Recommended:
     text: str | None
     interest_index: int | None
     because: list[str]
+    because_examples: list[int] = field(default_factory=list)  # positions in the request's examples
 
 
 @dataclass(frozen=True)
@@ -188,6 +212,7 @@ class RecommendResult:
     strategy: str
     cold_start: bool
     next_page_token: str
+    unknown_example_ids: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -284,13 +309,14 @@ def record_events_request(events: Sequence[UserEvent]) -> recommendation_pb.Reco
 
 def recommend_request(user_id: str | None = None, *, limit: int = 10, offset: int = 0, page_token: str = "",
                       filter: FilterLike = None, diversity: float | None = None, include_seen: bool = False,
-                      strategy: str = "multi_interest",
-                      explain: bool = False) -> recommendation_pb.RecommendRequest:
+                      strategy: str = "multi_interest", explain: bool = False,
+                      examples: Sequence[ExampleLike] = ()) -> recommendation_pb.RecommendRequest:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     return recommendation_pb.RecommendRequest(
         user_id=user_id or "", filter=to_filter(filter), limit=limit, offset=offset, page_token=page_token,
-        diversity=diversity, include_seen=include_seen, strategy=STRATEGIES[strategy], explain=explain)
+        diversity=diversity, include_seen=include_seen, strategy=STRATEGIES[strategy], explain=explain,
+        examples=[(Example(item_id=e) if isinstance(e, str) else e).to_proto() for e in examples])
 
 
 def profile_request(user_id: str, with_centroids: bool = False) -> recommendation_pb.GetProfileRequest:
@@ -356,9 +382,10 @@ def parse_recommend(reply: recommendation_pb.RecommendResponse) -> RecommendResu
         items=[Recommended(id=r.id, score=r.score, payload=wire.payload_from_struct(r.payload),
                            text=r.text if r.HasField("text") else None,
                            interest_index=r.interest_index if r.HasField("interest_index") else None,
-                           because=list(r.because_item_ids)) for r in reply.results],
+                           because=list(r.because_item_ids), because_examples=list(r.because_examples))
+               for r in reply.results],
         strategy=_STRATEGY_NAMES.get(reply.strategy, "multi_interest"), cold_start=reply.cold_start,
-        next_page_token=reply.next_page_token)
+        next_page_token=reply.next_page_token, unknown_example_ids=list(reply.unknown_example_ids))
 
 
 def _parse_interest(message: recommendation_pb.Interest) -> InterestInfo:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from service.client import LookalikeClient
-from service.client_messages import UpsertAck
+from service.client_messages import Example, UpsertAck
 from service.sources import Failure, Record
 from service.tables import clip, compact, table, to_json
 
@@ -67,19 +67,30 @@ def format_hits(hits) -> str:
 
 
 def recommend(args: argparse.Namespace) -> int:
+    examples = [_example(text, sign) for sign, texts in ((1, args.like), (-1, args.dislike)) for text in texts]
     with connect(args) as client:
-        result = client.recommend(args.user, limit=args.limit, offset=args.offset, page_token=args.page_token,
-                                  filter=args.filter, diversity=args.diversity, include_seen=args.include_seen,
-                                  strategy=args.strategy, explain=args.explain)
+        result = client.recommend(args.user or None, examples=examples, limit=args.limit, offset=args.offset,
+                                  page_token=args.page_token, filter=args.filter, diversity=args.diversity,
+                                  include_seen=args.include_seen, strategy=args.strategy, explain=args.explain)
     rows = [(rank, item.score, item.id, "" if item.interest_index is None else item.interest_index,
              ", ".join(item.because), clip(item.text or "", 28), compact(item.payload, 50))
             for rank, item in enumerate(result.items, start=args.offset + 1)]
     lines = [f"strategy {result.strategy}" + (" (cold start: no usable history)" if result.cold_start else ""),
              table(("#", "score", "id", "interest", "because", "text", "payload"), rows)]
+    if result.unknown_example_ids:
+        lines.append(f"not in the catalog (ignored): {', '.join(result.unknown_example_ids)}")
     if result.next_page_token:
         lines.append(f"next page: --page-token {result.next_page_token}")
     _print(args, result, "\n".join(lines))
     return 0
+
+
+def _example(text: str, sign: int) -> Example:
+    item_id, _, weight = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        return Example(item_id=item_id, weight=sign * (float(weight) if weight else 1.0))
+    except ValueError:
+        raise ValueError(f"{text!r}: write ID or ID:WEIGHT (a positive number)") from None
 
 
 def profile(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from recommender.errors import InvalidArgument
 from recommender.types import (
     Event,
     EventType,
+    Example,
     Interest,
     ItemError,
     Recommendations,
@@ -358,7 +359,18 @@ def recommend_from_proto(request: recommendation_pb.RecommendRequest) -> Recomme
     return RecommendQuery(
         user_id=request.user_id, limit=request.limit or DEFAULT_LIMIT, offset=offset,
         filter=filter_from_proto(request.filter if request.HasField("filter") else None), diversity=diversity,
-        exclude_seen=not request.include_seen, strategy=strategy, explain=request.explain)
+        exclude_seen=not request.include_seen, strategy=strategy, explain=request.explain,
+        examples=tuple(_example(example, f"examples[{index}]") for index, example in enumerate(request.examples)))
+
+
+def _example(message: recommendation_pb.Example, field: str) -> Example:
+    weight = message.weight if message.HasField("weight") else 1.0
+    kind = message.WhichOneof("example")
+    if kind == "item_id":
+        return Example(item_id=message.item_id, weight=weight)
+    if kind == "vector":
+        return Example(vector=vector_from_proto(message.vector), weight=weight)
+    raise InvalidArgument(field, "example is empty: set item_id or vector")
 
 
 def recommend_response(result: Recommendations, query: RecommendQuery) -> recommendation_pb.RecommendResponse:
@@ -366,8 +378,10 @@ def recommend_response(result: Recommendations, query: RecommendQuery) -> recomm
     return recommendation_pb.RecommendResponse(
         results=[recommendation_pb.Recommendation(
             id=item.item_id, score=item.score, payload=payload_to_struct(item.payload), text=item.text,
-            interest_index=item.interest_index, because_item_ids=item.because) for item in result.items],
-        strategy=_STRATEGY_ENUMS[result.strategy], cold_start=result.cold_start, next_page_token=next_token)
+            interest_index=item.interest_index, because_item_ids=item.because,
+            because_examples=item.because_examples) for item in result.items],
+        strategy=_STRATEGY_ENUMS[result.strategy], cold_start=result.cold_start, next_page_token=next_token,
+        unknown_example_ids=result.unknown_example_ids)
 
 
 def _token_for_offset(offset: int) -> str:

@@ -294,8 +294,24 @@ def _event(event, field: str, now: datetime) -> None:
         raise InvalidArgument(f"{field}.timestamp", f"{event.timestamp.isoformat()} is in the future")
 
 
-def recommend(query: RecommendQuery) -> None:
-    user_id(query.user_id)
+MAX_EXAMPLES = 256  # example items per Recommend call
+
+
+def recommend(query: RecommendQuery, dim: int) -> None:
+    if not query.user_id and not query.examples:
+        raise InvalidArgument("user_id", "user id is empty: give a user_id, examples, or both")
+    if query.user_id:  # no user but examples: an anonymous session
+        user_id(query.user_id)
+    if len(query.examples) > MAX_EXAMPLES:
+        raise InvalidArgument("examples", f"at most {MAX_EXAMPLES} examples, got {len(query.examples)}")
+    for index, example in enumerate(query.examples):
+        field = f"examples[{index}]"
+        if not (math.isfinite(example.weight) and example.weight != 0):
+            raise InvalidArgument(f"{field}.weight", f"must be a finite number other than 0, got {example.weight}")
+        if example.item_id is not None:
+            item_id(example.item_id, f"{field}.item_id")
+        else:
+            vector(example.vector, dim, f"{field}.vector")
     page(query.limit, query.offset)
     if not (math.isfinite(query.diversity) and 0.0 <= query.diversity <= 1.0):
         raise InvalidArgument("diversity", f"must be between 0 and 1, got {query.diversity}")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service.api.lookalike.v1 import types_pb2 as t
-from service.client import NewItem, UserEvent
+from service.client import Example, NewItem, UserEvent
 
 KINDS = ["red-circle", "blue-square", "green-star", "yellow-hexagon"]
 PER_KIND = 25
@@ -275,9 +275,9 @@ def profile_builds(monkeypatch):
     calls: list[int] = []
     real = recommend.build_profile
 
-    def counted(user_id, events, vectors, now, config):
+    def counted(user_id, events, vectors, now, config, **extra):
         calls.append(config.max_interests)
-        return real(user_id, events, vectors, now, config)
+        return real(user_id, events, vectors, now, config, **extra)
 
     monkeypatch.setattr(recommend, "build_profile", counted)
     return calls
@@ -304,3 +304,82 @@ def test_include_seen_is_honoured_by_every_strategy(client, kinds_catalog, strat
     assert not seen & set(without.ids)
     with_seen = client.recommend("pia", limit=10, strategy=strategy, diversity=0.0, include_seen=True)
     assert with_seen.strategy == strategy and seen & set(with_seen.ids)
+
+
+# -- recommendations from example items ----------------------------------------------
+
+def test_examples_of_two_tastes_make_two_interests_for_an_anonymous_session(client, kinds_catalog):
+    examples = [f"red-circle-{n:02d}" for n in range(4)] + [f"blue-square-{n:02d}" for n in range(4)]
+
+    result = client.recommend(examples=examples, limit=10, explain=True)
+
+    assert not result.cold_start and result.unknown_example_ids == []
+    assert {kind_of(item_id) for item_id in result.ids} == {"red-circle", "blue-square"}
+    assert not set(result.ids) & set(examples), "example items are not recommended back"
+    by_interest = {item.interest_index: kind_of(item.id) for item in result.items}
+    assert len(by_interest) == 2 and set(by_interest.values()) == {"red-circle", "blue-square"}
+    for item in result.items:  # each result cites the examples of its own taste
+        cited = {kind_of(examples[index]) for index in item.because_examples}
+        assert cited == {kind_of(item.id)} and {kind_of(i) for i in item.because} == cited
+
+
+def test_a_negative_example_pushes_its_taste_down(client, kinds_catalog):
+    liked = [f"red-circle-{n:02d}" for n in range(3)] + [f"green-star-{n:02d}" for n in range(3)]
+    before = Counter(kind_of(i) for i in client.recommend(examples=liked, limit=12).ids)
+
+    against = Example(vector=kinds_catalog["green-star"].tolist(), weight=-3)
+    after = Counter(kind_of(i) for i in client.recommend(examples=[*liked, against], limit=12).ids)
+
+    assert before["green-star"] >= 4
+    assert after["green-star"] < before["green-star"] and after["red-circle"] > before["red-circle"]
+
+
+def test_unknown_example_ids_are_reported_not_fatal(client, kinds_catalog):
+    result = client.recommend(examples=["ghost", "red-circle-00", "ghost"], limit=5)
+    assert result.unknown_example_ids == ["ghost"]
+    assert {kind_of(item_id) for item_id in result.ids} == {"red-circle"}
+
+    nothing_known = client.recommend(examples=["ghost"], limit=5)
+    assert nothing_known.cold_start and nothing_known.unknown_example_ids == ["ghost"]
+
+
+def test_examples_join_a_users_history_as_another_taste(client, kinds_catalog):
+    client.record_events(events("ora", "red-circle", range(0, 5), "purchase"))
+    blue = [f"blue-square-{n:02d}" for n in range(4)]
+
+    result = client.recommend("ora", examples=blue, limit=15, explain=True)
+
+    assert {kind_of(item_id) for item_id in result.ids} == {"red-circle", "blue-square"}
+    assert not ({f"red-circle-{n:02d}" for n in range(5)} | set(blue)) & set(result.ids), "seen and examples left out"
+    for item in result.items:
+        assert bool(item.because_examples) == (kind_of(item.id) == "blue-square")
+    assert client.profile("ora").event_count == 5, "examples are not stored as events"
+
+
+def test_a_raw_vector_is_an_example_too_and_is_cited_by_position(client, kinds_catalog):
+    yellow = Example(vector=kinds_catalog["yellow-hexagon"].tolist())
+    result = client.recommend(examples=[yellow], limit=5, explain=True)
+    assert {kind_of(item_id) for item_id in result.ids} == {"yellow-hexagon"}
+    assert all(item.because_examples == [0] and item.because == [] for item in result.items)
+
+
+def test_recommend_needs_a_user_or_examples_and_sound_examples(client, kinds_catalog):
+    for kwargs, field in ((dict(), "user_id"), (dict(examples=[Example("red-circle-00", weight=0)]),
+                                                  "examples[0].weight"),
+                          (dict(examples=[Example(vector=[0.5, 0.5])]), "examples[0].vector")):
+        with pytest.raises(grpc.RpcError) as raised:
+            client.recommend(**kwargs)
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details().startswith(field)
+
+
+def test_the_cli_recommends_from_likes_and_dislikes(client, kinds_catalog, server, capsys):
+    import json
+
+    from service.cli import main
+
+    code = main(["recommend", "--like", "red-circle-00", "--like", "red-circle-01:2", "--dislike", "ghost",
+                 "--limit", "4", "--explain", "--json", "--server", server.target])
+    reply = json.loads(capsys.readouterr().out)
+    assert code == 0 and reply["unknown_example_ids"] == ["ghost"]
+    assert {kind_of(item["id"]) for item in reply["items"]} == {"red-circle"}

@@ -32,11 +32,11 @@ def refused(call, *args, field: str) -> str:
 def test_search_and_recommend_share_one_set_of_caps():
     for limit, offset in ((validation.MAX_LIMIT, validation.MAX_OFFSET), (1, 0)):
         validation.search(search(limit=limit, offset=offset), DIM)
-        validation.recommend(RecommendQuery("u", limit=limit, offset=offset))
+        validation.recommend(RecommendQuery("u", limit=limit, offset=offset), DIM)
     refused(validation.search, search(offset=validation.MAX_OFFSET + 1), DIM, field="offset")
-    refused(validation.recommend, RecommendQuery("u", offset=validation.MAX_OFFSET + 1), field="offset")
+    refused(validation.recommend, RecommendQuery("u", offset=validation.MAX_OFFSET + 1), DIM, field="offset")
     refused(validation.search, search(limit=validation.MAX_LIMIT + 1), DIM, field="limit")
-    refused(validation.recommend, RecommendQuery("u", limit=validation.MAX_LIMIT + 1), field="limit")
+    refused(validation.recommend, RecommendQuery("u", limit=validation.MAX_LIMIT + 1), DIM, field="limit")
 
 
 @pytest.mark.parametrize("spec, field", [
@@ -111,4 +111,20 @@ def test_embed_caps_and_empty_texts():
     (RecommendQuery("u", filter=f.Filter(must=(f.Range("p"),))), "filter.must[0].field.range"),
 ])
 def test_bad_recommend_queries_name_their_field(query, field):
-    refused(validation.recommend, query, field=field)
+    refused(validation.recommend, query, DIM, field=field)
+
+
+def test_recommend_examples_are_checked_and_stand_in_for_a_user():
+    from recommender.types import Example
+
+    validation.recommend(RecommendQuery("", examples=(Example(item_id="a"),)), DIM)  # an anonymous session
+    refusal = refused(validation.recommend, RecommendQuery(""), DIM, field="user_id")
+    assert "give a user_id, examples, or both" in refusal
+    refused(validation.recommend, RecommendQuery("u", examples=(Example(item_id="a", weight=0.0),)), DIM,
+            field="examples[0].weight")
+    refused(validation.recommend, RecommendQuery("u", examples=(Example(vector=np.zeros(DIM)),)), DIM,
+            field="examples[0].vector")
+    refused(validation.recommend, RecommendQuery("u", examples=(Example(item_id=" "),)), DIM,
+            field="examples[0].item_id")
+    too_many = tuple(Example(item_id=f"i{n}") for n in range(validation.MAX_EXAMPLES + 1))
+    refused(validation.recommend, RecommendQuery("u", examples=too_many), DIM, field="examples")

@@ -27,17 +27,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from service.api.lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)lookalike/v1/recommendation_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\xb1\x01\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.lookalike.v1.EventType\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\tB\t\n\x07_weight\":\n\x13RecordEventsRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Event\",\n\nEventError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12(\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x18.lookalike.v1.EventError\"\xfc\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x16\n\tdiversity\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cinclude_seen\x18\x07 \x01(\x08\x12\x31\n\x08strategy\x18\x08 \x01(\x0e\x32\x1f.lookalike.v1.RecommendStrategy\x12\x0f\n\x07\x65xplain\x18\t \x01(\x08\x42\x0c\n\n_diversity\"\xbb\x01\n\x0eRecommendation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04text\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0einterest_index\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x10\x62\x65\x63\x61use_item_ids\x18\x06 \x03(\tB\x07\n\x05_textB\x11\n\x0f_interest_index\"\xa2\x01\n\x11RecommendResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.lookalike.v1.Recommendation\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.lookalike.v1.RecommendStrategy\x12\x12\n\ncold_start\x18\x03 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"<\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0ewith_centroids\x18\x02 \x01(\x08\"w\n\x08Interest\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nimportance\x18\x02 \x01(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12&\n\x08\x63\x65ntroid\x18\x05 \x01(\x0b\x32\x14.lookalike.v1.Vector\"\xa4\x01\n\x12GetProfileResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\tinterests\x18\x02 \x03(\x0b\x32\x16.lookalike.v1.Interest\x12)\n\tnegatives\x18\x03 \x03(\x0b\x32\x16.lookalike.v1.Interest\x12\x13\n\x0b\x65vent_count\x18\x04 \x01(\r\x12\x12\n\nseen_count\x18\x05 \x01(\r\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\",\n\x12\x46orgetUserResponse\x12\x16\n\x0e\x64\x65leted_events\x18\x01 \x01(\r*\xc9\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x05\x12\x16\n\x12\x45VENT_TYPE_DISLIKE\x10\x06\x12\x13\n\x0f\x45VENT_TYPE_SKIP\x10\x07*\xf7\x01\n\x11RecommendStrategy\x12\"\n\x1eRECOMMEND_STRATEGY_UNSPECIFIED\x10\x00\x12%\n!RECOMMEND_STRATEGY_MULTI_INTEREST\x10\x01\x12&\n\"RECOMMEND_STRATEGY_SINGLE_CENTROID\x10\x02\x12%\n!RECOMMEND_STRATEGY_QDRANT_AVERAGE\x10\x03\x12(\n$RECOMMEND_STRATEGY_QDRANT_BEST_SCORE\x10\x04\x12\x1e\n\x1aRECOMMEND_STRATEGY_POPULAR\x10\x05\x32\xde\x02\n\x15RecommendationService\x12U\n\x0cRecordEvents\x12!.lookalike.v1.RecordEventsRequest\x1a\".lookalike.v1.RecordEventsResponse\x12L\n\tRecommend\x12\x1e.lookalike.v1.RecommendRequest\x1a\x1f.lookalike.v1.RecommendResponse\x12O\n\nGetProfile\x12\x1f.lookalike.v1.GetProfileRequest\x1a .lookalike.v1.GetProfileResponse\x12O\n\nForgetUser\x12\x1f.lookalike.v1.ForgetUserRequest\x1a .lookalike.v1.ForgetUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)lookalike/v1/recommendation_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\xb1\x01\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.lookalike.v1.EventType\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\tB\t\n\x07_weight\":\n\x13RecordEventsRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Event\",\n\nEventError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12(\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x18.lookalike.v1.EventError\"o\n\x07\x45xample\x12\x11\n\x07item_id\x18\x01 \x01(\tH\x00\x12&\n\x06vector\x18\x02 \x01(\x0b\x32\x14.lookalike.v1.VectorH\x00\x12\x13\n\x06weight\x18\x03 \x01(\x02H\x01\x88\x01\x01\x42\t\n\x07\x65xampleB\t\n\x07_weight\"\xa5\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x16\n\tdiversity\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cinclude_seen\x18\x07 \x01(\x08\x12\x31\n\x08strategy\x18\x08 \x01(\x0e\x32\x1f.lookalike.v1.RecommendStrategy\x12\x0f\n\x07\x65xplain\x18\t \x01(\x08\x12\'\n\x08\x65xamples\x18\n \x03(\x0b\x32\x15.lookalike.v1.ExampleB\x0c\n\n_diversity\"\xd5\x01\n\x0eRecommendation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04text\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0einterest_index\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x10\x62\x65\x63\x61use_item_ids\x18\x06 \x03(\t\x12\x18\n\x10\x62\x65\x63\x61use_examples\x18\x07 \x03(\rB\x07\n\x05_textB\x11\n\x0f_interest_index\"\xbf\x01\n\x11RecommendResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.lookalike.v1.Recommendation\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.lookalike.v1.RecommendStrategy\x12\x12\n\ncold_start\x18\x03 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x1b\n\x13unknown_example_ids\x18\x05 \x03(\t\"<\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0ewith_centroids\x18\x02 \x01(\x08\"w\n\x08Interest\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nimportance\x18\x02 \x01(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12&\n\x08\x63\x65ntroid\x18\x05 \x01(\x0b\x32\x14.lookalike.v1.Vector\"\xa4\x01\n\x12GetProfileResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\tinterests\x18\x02 \x03(\x0b\x32\x16.lookalike.v1.Interest\x12)\n\tnegatives\x18\x03 \x03(\x0b\x32\x16.lookalike.v1.Interest\x12\x13\n\x0b\x65vent_count\x18\x04 \x01(\r\x12\x12\n\nseen_count\x18\x05 \x01(\r\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\",\n\x12\x46orgetUserResponse\x12\x16\n\x0e\x64\x65leted_events\x18\x01 \x01(\r*\xc9\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x05\x12\x16\n\x12\x45VENT_TYPE_DISLIKE\x10\x06\x12\x13\n\x0f\x45VENT_TYPE_SKIP\x10\x07*\xf7\x01\n\x11RecommendStrategy\x12\"\n\x1eRECOMMEND_STRATEGY_UNSPECIFIED\x10\x00\x12%\n!RECOMMEND_STRATEGY_MULTI_INTEREST\x10\x01\x12&\n\"RECOMMEND_STRATEGY_SINGLE_CENTROID\x10\x02\x12%\n!RECOMMEND_STRATEGY_QDRANT_AVERAGE\x10\x03\x12(\n$RECOMMEND_STRATEGY_QDRANT_BEST_SCORE\x10\x04\x12\x1e\n\x1aRECOMMEND_STRATEGY_POPULAR\x10\x05\x32\xde\x02\n\x15RecommendationService\x12U\n\x0cRecordEvents\x12!.lookalike.v1.RecordEventsRequest\x1a\".lookalike.v1.RecordEventsResponse\x12L\n\tRecommend\x12\x1e.lookalike.v1.RecommendRequest\x1a\x1f.lookalike.v1.RecommendResponse\x12O\n\nGetProfile\x12\x1f.lookalike.v1.GetProfileRequest\x1a .lookalike.v1.GetProfileResponse\x12O\n\nForgetUser\x12\x1f.lookalike.v1.ForgetUserRequest\x1a .lookalike.v1.ForgetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.recommendation_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1589
-  _globals['_EVENTTYPE']._serialized_end=1790
-  _globals['_RECOMMENDSTRATEGY']._serialized_start=1793
-  _globals['_RECOMMENDSTRATEGY']._serialized_end=2040
+  _globals['_EVENTTYPE']._serialized_start=1798
+  _globals['_EVENTTYPE']._serialized_end=1999
+  _globals['_RECOMMENDSTRATEGY']._serialized_start=2002
+  _globals['_RECOMMENDSTRATEGY']._serialized_end=2249
   _globals['_EVENT']._serialized_start=149
   _globals['_EVENT']._serialized_end=326
   _globals['_RECORDEVENTSREQUEST']._serialized_start=328
@@ -46,22 +46,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTERROR']._serialized_end=432
   _globals['_RECORDEVENTSRESPONSE']._serialized_start=434
   _globals['_RECORDEVENTSRESPONSE']._serialized_end=542
-  _globals['_RECOMMENDREQUEST']._serialized_start=545
-  _globals['_RECOMMENDREQUEST']._serialized_end=797
-  _globals['_RECOMMENDATION']._serialized_start=800
-  _globals['_RECOMMENDATION']._serialized_end=987
-  _globals['_RECOMMENDRESPONSE']._serialized_start=990
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1152
-  _globals['_GETPROFILEREQUEST']._serialized_start=1154
-  _globals['_GETPROFILEREQUEST']._serialized_end=1214
-  _globals['_INTEREST']._serialized_start=1216
-  _globals['_INTEREST']._serialized_end=1335
-  _globals['_GETPROFILERESPONSE']._serialized_start=1338
-  _globals['_GETPROFILERESPONSE']._serialized_end=1502
-  _globals['_FORGETUSERREQUEST']._serialized_start=1504
-  _globals['_FORGETUSERREQUEST']._serialized_end=1540
-  _globals['_FORGETUSERRESPONSE']._serialized_start=1542
-  _globals['_FORGETUSERRESPONSE']._serialized_end=1586
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=2043
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=2393
+  _globals['_EXAMPLE']._serialized_start=544
+  _globals['_EXAMPLE']._serialized_end=655
+  _globals['_RECOMMENDREQUEST']._serialized_start=658
+  _globals['_RECOMMENDREQUEST']._serialized_end=951
+  _globals['_RECOMMENDATION']._serialized_start=954
+  _globals['_RECOMMENDATION']._serialized_end=1167
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1170
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1361
+  _globals['_GETPROFILEREQUEST']._serialized_start=1363
+  _globals['_GETPROFILEREQUEST']._serialized_end=1423
+  _globals['_INTEREST']._serialized_start=1425
+  _globals['_INTEREST']._serialized_end=1544
+  _globals['_GETPROFILERESPONSE']._serialized_start=1547
+  _globals['_GETPROFILERESPONSE']._serialized_end=1711
+  _globals['_FORGETUSERREQUEST']._serialized_start=1713
+  _globals['_FORGETUSERREQUEST']._serialized_end=1749
+  _globals['_FORGETUSERRESPONSE']._serialized_start=1751
+  _globals['_FORGETUSERRESPONSE']._serialized_end=1795
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=2252
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=2602
 # @@protoc_insertion_point(module_scope)

@@ -86,8 +86,18 @@ class RecordEventsResponse(_message.Message):
     errors: _containers.RepeatedCompositeFieldContainer[EventError]
     def __init__(self, recorded: _Optional[int] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., errors: _Optional[_Iterable[_Union[EventError, _Mapping]]] = ...) -> None: ...
 
+class Example(_message.Message):
+    __slots__ = ("item_id", "vector", "weight")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    vector: _types_pb2.Vector
+    weight: float
+    def __init__(self, item_id: _Optional[str] = ..., vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "filter", "limit", "offset", "page_token", "diversity", "include_seen", "strategy", "explain")
+    __slots__ = ("user_id", "filter", "limit", "offset", "page_token", "diversity", "include_seen", "strategy", "explain", "examples")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +107,7 @@ class RecommendRequest(_message.Message):
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     filter: _types_pb2.Filter
     limit: int
@@ -106,35 +117,40 @@ class RecommendRequest(_message.Message):
     include_seen: bool
     strategy: RecommendStrategy
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_token: _Optional[str] = ..., diversity: _Optional[float] = ..., include_seen: _Optional[bool] = ..., strategy: _Optional[_Union[RecommendStrategy, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+    examples: _containers.RepeatedCompositeFieldContainer[Example]
+    def __init__(self, user_id: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_token: _Optional[str] = ..., diversity: _Optional[float] = ..., include_seen: _Optional[bool] = ..., strategy: _Optional[_Union[RecommendStrategy, str]] = ..., explain: _Optional[bool] = ..., examples: _Optional[_Iterable[_Union[Example, _Mapping]]] = ...) -> None: ...
 
 class Recommendation(_message.Message):
-    __slots__ = ("id", "score", "payload", "text", "interest_index", "because_item_ids")
+    __slots__ = ("id", "score", "payload", "text", "interest_index", "because_item_ids", "because_examples")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     INTEREST_INDEX_FIELD_NUMBER: _ClassVar[int]
     BECAUSE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    BECAUSE_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     payload: _struct_pb2.Struct
     text: str
     interest_index: int
     because_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., interest_index: _Optional[int] = ..., because_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    because_examples: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., interest_index: _Optional[int] = ..., because_item_ids: _Optional[_Iterable[str]] = ..., because_examples: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("results", "strategy", "cold_start", "next_page_token")
+    __slots__ = ("results", "strategy", "cold_start", "next_page_token", "unknown_example_ids")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_EXAMPLE_IDS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Recommendation]
     strategy: RecommendStrategy
     cold_start: bool
     next_page_token: str
-    def __init__(self, results: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., strategy: _Optional[_Union[RecommendStrategy, str]] = ..., cold_start: _Optional[bool] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    unknown_example_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., strategy: _Optional[_Union[RecommendStrategy, str]] = ..., cold_start: _Optional[bool] = ..., next_page_token: _Optional[str] = ..., unknown_example_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetProfileRequest(_message.Message):
     __slots__ = ("user_id", "with_centroids")

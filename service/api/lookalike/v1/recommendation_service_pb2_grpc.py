@@ -71,8 +71,9 @@ class RecommendationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Recommend(self, request, context):
-        """Recommends items for a user from their interests; cold start falls back
-        to popularity within the filter.
+        """Recommends items for a user from their interests, for example items (an
+        anonymous session, a wishlist, "more like these, less like those"), or
+        both; cold start falls back to popularity within the filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
