@@ -213,7 +213,8 @@ def record_events(args: argparse.Namespace) -> int:
     recorded = 0
     unknown: set[str] = set()
     records = sources.events(args.file, args.format)
-    total = sources.count_lines(args.file) - (1 if (args.format or args.file.suffix.lower().lstrip(".")) == "csv" else 0)
+    is_csv = (args.format or args.file.suffix.lower().lstrip(".")) == "csv"
+    total = sources.count_lines(args.file) - (1 if is_csv else 0)  # a CSV's header is no event
     with connect(args) as client, _progress(total, "events", args.json) as bar:
         for batch in _batches(records, args.batch_size, failures, bar):
             summary = client.record_events([record.value for record in batch])
