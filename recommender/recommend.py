@@ -146,8 +146,10 @@ class Recommender:
                     unknown.append(example.item_id)
                     continue
                 key = example.item_id
-            else:
+            elif example.vector is not None:
                 key, vector = _VECTOR_EXAMPLE_KEY.format(index), example.vector
+            else:  # validation admits none such; an empty example adds nothing
+                continue
             unit = scale[EventType.LIKE] if example.weight > 0 else abs(scale[EventType.DISLIKE])
             found.weights[key] = found.weights.get(key, 0.0) + example.weight * unit
             found.vectors[key] = vector
