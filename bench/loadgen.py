@@ -17,35 +17,14 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+# Run as a script with the system's own Python, so bench/ itself is on sys.path: common.py is stdlib-only.
+from common import process_tree_cpu_seconds as tree_cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of `pid` and its descendants (stdlib only: runs in any venv)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = fields
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        if current in stats:
-            total += (int(stats[current][11]) + int(stats[current][12])) / ticks
-        stack.extend(children.get(current, []))
-    return total
 
 
 # -- one request per system ------------------------------------------------------
