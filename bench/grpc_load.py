@@ -21,8 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from service.api.lookalike.v1 import search_service_pb2 as search_pb  # noqa: E402
-from service.api.lookalike.v1 import search_service_pb2_grpc
+from service.api.lookalike.v1 import (
+    search_service_pb2 as search_pb,  # noqa: E402
+    search_service_pb2_grpc,
+)
 from service.background import BackgroundServer  # noqa: E402
 from service.client import LookalikeClient, NewItem  # noqa: E402
 from service.config import Settings  # noqa: E402

@@ -33,8 +33,7 @@ async def lookalike_client(target: str, kind: str):
     sys.path.insert(0, str(ROOT))
     import grpc
 
-    from service.api.lookalike.v1 import embedding_service_pb2 as pb
-    from service.api.lookalike.v1 import embedding_service_pb2_grpc as rpc
+    from service.api.lookalike.v1 import embedding_service_pb2 as pb, embedding_service_pb2_grpc as rpc
 
     channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     stub = rpc.EmbeddingServiceStub(channel)

@@ -142,8 +142,7 @@ def _hint(error, args: argparse.Namespace) -> str:
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed_version
+    from importlib.metadata import PackageNotFoundError, version as installed_version
 
     try:
         return installed_version("lookalike")

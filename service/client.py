@@ -25,17 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service import client_messages as m
 from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2_grpc as embedding_grpc,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2_grpc as recommendation_grpc,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
-)
-from service.api.lookalike.v1 import (
     types_pb2 as types_pb,
 )
 from service.client_messages import (  # noqa: F401 - the client's public types live here too

@@ -14,17 +14,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from service import wire
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2 as embedding_pb,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2 as recommendation_pb,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
-)
-from service.api.lookalike.v1 import (
     types_pb2 as types_pb,
 )
 from service.filter_expr import parse_filter

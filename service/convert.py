@@ -38,17 +38,9 @@ from recommender.types import (
 from service import validation, wire
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2 as embedding_pb,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2 as recommendation_pb,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
-)
-from service.api.lookalike.v1 import (
     types_pb2 as types_pb,
 )
 from service.requests import EventBatch, ImageQuery, ItemQuery, Query, RawItem, SearchSpec, TextQuery, VectorQuery

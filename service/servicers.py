@@ -14,26 +14,12 @@ import grpc
 from service import convert
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
-)
-from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2 as embedding_pb,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2_grpc as embedding_grpc,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2 as recommendation_pb,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2_grpc as recommendation_grpc,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
 )
 from service.app import Lookalike

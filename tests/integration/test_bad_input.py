@@ -18,29 +18,13 @@ from PIL import Image
 from service import validation
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
-)
-from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2 as embedding_pb,
-)
-from service.api.lookalike.v1 import (
     embedding_service_pb2_grpc as embedding_grpc,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2 as recommendation_pb,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2_grpc as recommendation_grpc,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
-)
-from service.api.lookalike.v1 import (
     types_pb2 as types_pb,
 )
 from tests.conftest import png

@@ -18,8 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.api.lookalike.v1 import search_service_pb2 as search_pb
-from service.api.lookalike.v1 import search_service_pb2_grpc as search_grpc
+from service.api.lookalike.v1 import search_service_pb2 as search_pb, search_service_pb2_grpc as search_grpc
 from service.client import LookalikeClient, NewItem, UserEvent
 from service.observability import JsonFormatter
 from tests.support import ServerThread, deps_with, settings_for

@@ -13,20 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.lookalike.v1 import (
     catalog_service_pb2 as catalog_pb,
-)
-from service.api.lookalike.v1 import (
     catalog_service_pb2_grpc as catalog_grpc,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2 as recommendation_pb,
-)
-from service.api.lookalike.v1 import (
     recommendation_service_pb2_grpc as recommendation_grpc,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2 as search_pb,
-)
-from service.api.lookalike.v1 import (
     search_service_pb2_grpc as search_grpc,
 )
 from service.cli import build_parser, main, settings_from

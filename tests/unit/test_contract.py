@@ -42,15 +42,12 @@ from recommender.types import (
     UpsertOutcome,
     UserProfile,
 )
-from service import client_messages as m
-from service import convert
+from service import client_messages as m, convert
 from service.api.lookalike.v1 import (
     catalog_service_pb2,
     embedding_service_pb2,
     recommendation_service_pb2,
     search_service_pb2,
-)
-from service.api.lookalike.v1 import (
     types_pb2 as t,
 )
 from service.requests import EventBatch, ImageQuery, ItemQuery, RawItem, SearchSpec, TextQuery, VectorQuery
