@@ -220,26 +220,52 @@ def weighted_spherical_kmeans(
     have fewer centroids than it started with; labels are 0..k'-1.
     Returns (labels, unit centroids).
     """
-    centroids = np.asarray(initial_centroids, dtype=np.float64)
+    fit = _kmeans(vectors, weights, np.asarray(initial_centroids, dtype=np.float64), max_iterations)
+    return fit.labels, fit.centroids
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    """One clustering: labels 0..m-1, each cluster's weighted vector sum, weight and unit centroid."""
+
+    labels: np.ndarray
+    totals: np.ndarray
+    masses: np.ndarray
+    centroids: np.ndarray
+
+
+def _kmeans(vectors: np.ndarray, weights: np.ndarray, centroids: np.ndarray, max_iterations: int) -> _Clusters:
     labels = np.full(len(vectors), -1, dtype=np.intp)
+    fit = None
     for _ in range(max_iterations):
         new_labels = np.argmax(vectors @ centroids.T, axis=1)
-        if np.array_equal(new_labels, labels):
+        if fit is not None and np.array_equal(new_labels, labels):
             break
-        labels, centroids = _recentre(vectors, weights, new_labels, len(centroids))
-    return labels, centroids
+        fit = _recentre(vectors, weights, new_labels, len(centroids))
+        labels, centroids = fit.labels, fit.centroids
+    assert fit is not None, "max_iterations >= 1"
+    return fit
 
 
-def _recentre(
-    vectors: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids of the non-empty clusters, with labels renumbered to match."""
+def _recentre(vectors: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int) -> _Clusters:
+    """Centroids of the non-empty clusters, with labels renumbered to match.
+
+    All clusters' weighted sums come from one matrix product (weights spread
+    into one column per cluster) rather than one product per cluster: merge
+    rounds call this a few hundred times per profile.
+    """
     occupied = np.unique(labels)
     renumber = np.full(k, -1, dtype=np.intp)
     renumber[occupied] = np.arange(len(occupied))
     labels = renumber[labels]
-    centroids = np.stack([_cluster_direction(vectors, weights, labels == c) for c in range(len(occupied))])
-    return labels, centroids
+    spread = np.zeros((len(occupied), len(vectors)))
+    spread[labels, np.arange(len(vectors))] = weights
+    totals = spread @ vectors
+    norms = np.linalg.norm(totals, axis=1)
+    centroids = totals / np.where(norms < _MIN_DIRECTION_NORM, 1.0, norms)[:, None]
+    for c in np.flatnonzero(norms < _MIN_DIRECTION_NORM):
+        centroids[c] = _cluster_direction(vectors, weights, labels == c)
+    return _Clusters(labels, totals, np.bincount(labels, weights=weights, minlength=len(occupied)), centroids)
 
 
 def _cluster_direction(vectors: np.ndarray, weights: np.ndarray, members: np.ndarray) -> np.ndarray:
@@ -334,26 +360,25 @@ def cluster_unit_vectors(
     if len(vectors) == 0 or k <= 0:
         return np.empty(0, dtype=np.intp), np.empty((0, vectors.shape[-1]))
     seeds = farthest_point_seeds(vectors, weights, min(len(vectors), OVERSEED * k))
-    labels, centroids = weighted_spherical_kmeans(vectors, weights, vectors[seeds], max_iterations)
-    while len(centroids) > 1:
-        pair = _most_mergeable_pair(vectors, weights, labels, centroids, merge_cosine, merge_fit_ratio)
+    fit = _kmeans(vectors, weights, vectors[seeds], max_iterations)
+    while len(fit.centroids) > 1:
+        pair = _most_mergeable_pair(vectors, weights, fit, merge_cosine, merge_fit_ratio)
         if pair is None:
-            pair = _forced_pair(weights, labels, centroids, k)
+            pair = _forced_pair(fit.masses, fit.centroids, k)
         if pair is None:
             break
-        merged = _merge_centroids(vectors, weights, labels, centroids, pair)
-        labels, centroids = weighted_spherical_kmeans(vectors, weights, merged, max_iterations)
-    return labels, centroids
+        merged = _merge_centroids(vectors, weights, fit.labels, fit.centroids, pair)
+        fit = _kmeans(vectors, weights, merged, max_iterations)
+    return fit.labels, fit.centroids
 
 
-def _forced_pair(weights: np.ndarray, labels: np.ndarray, centroids: np.ndarray, k: int) -> tuple[int, int] | None:
+def _forced_pair(mass: np.ndarray, centroids: np.ndarray, k: int) -> tuple[int, int] | None:
     """A merge the count or a negligible cluster demands, even though no pair looks like one taste.
 
     Over k clusters: the pair cheapest by Ward's cost. A cluster under
     MIN_INTEREST_SHARE of the weight (a stray item or two on a taste's edge) is
     no interest to spend a query on: it joins its Ward-cheapest partner.
     """
-    mass = np.bincount(labels, weights=weights, minlength=len(centroids))
     pairs = [(a, b) for a in range(len(centroids)) for b in range(a + 1, len(centroids))]
     if len(centroids) <= k:
         negligible = mass / mass.sum() < MIN_INTEREST_SHARE
@@ -369,29 +394,51 @@ def _forced_pair(weights: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
 
 
 def _most_mergeable_pair(
-    vectors: np.ndarray,
-    weights: np.ndarray,
-    labels: np.ndarray,
-    centroids: np.ndarray,
-    merge_cosine: float,
-    merge_fit_ratio: float,
+    vectors: np.ndarray, weights: np.ndarray, fit: _Clusters, merge_cosine: float, merge_fit_ratio: float
 ) -> tuple[int, int] | None:
-    members = [labels == c for c in range(len(centroids))]
-    similarity = centroids @ centroids.T
-    typical = typical_radius(vectors, weights, members)
-    best_pair, best_key = None, np.inf
-    for a in range(len(centroids)):
-        for b in range(a + 1, len(centroids)):
-            ratio = fit_ratio(
-                vectors[members[a]], weights[members[a]], centroids[a],
-                vectors[members[b]], weights[members[b]], centroids[b],
-                fallback_radius=typical,
-            )
-            # Pairs merged for closeness alone rank by closeness, ahead of any by fit.
-            key = -1.0 - similarity[a, b] if similarity[a, b] >= merge_cosine else ratio
-            if should_merge(similarity[a, b], ratio, merge_cosine, merge_fit_ratio) and key < best_key:
-                best_pair, best_key = (a, b), key
-    return best_pair
+    """The pair `should_merge` accepts that is most clearly one taste: pairs merged for
+    closeness alone rank by closeness, ahead of any by fit; ties go to the first pair
+    (a, b), a < b, in order.
+
+    `fit_ratio` and `typical_radius` for every pair at once: a cluster's radius does
+    not depend on its partner, and the weighted mean distance of b's members to a's
+    centre is 1 - (b's weighted sum . a's centroid) / b's weight, so one product of the
+    clusters' sums with the centroids replaces a pass over the members per pair.
+    """
+    radii = _leave_one_out_radii(vectors, weights, fit)
+    has_radius = ~np.isnan(radii)
+    typical = float(np.dot(radii[has_radius], fit.masses[has_radius]) / fit.masses[has_radius].sum()) \
+        if has_radius.any() else np.nan
+    radius = np.where(has_radius, radii, typical)  # fallback_radius for one-item clusters
+    # distance[a, b]: b's members from a's centre (a on the inside).
+    distance = 1.0 - (fit.centroids @ fit.totals.T) / fit.masses[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(radius[:, None] > 0, distance / radius[:, None], np.where(distance <= 0, 0.0, np.inf))
+    ratio = np.where(np.isnan(radius)[:, None], np.inf, ratio)
+    ratio = np.minimum(ratio, ratio.T)
+    similarity = fit.centroids @ fit.centroids.T
+    close = similarity >= merge_cosine
+    key = np.where(close, -1.0 - similarity, ratio)
+    candidates = (close | (ratio <= merge_fit_ratio)) & (key < np.inf)
+    candidates &= np.triu(np.ones_like(candidates), k=1)
+    if not candidates.any():
+        return None
+    best = int(np.argmin(np.where(candidates, key, np.inf)))
+    a, b = divmod(best, len(fit.centroids))
+    return a, b
+
+
+def _leave_one_out_radii(vectors: np.ndarray, weights: np.ndarray, fit: _Clusters) -> np.ndarray:
+    """`leave_one_out_radius` of every cluster at once; NaN under two members."""
+    own = fit.totals[fit.labels]
+    others = own - weights[:, None] * vectors
+    lengths = np.linalg.norm(others, axis=1)
+    along = np.einsum("ij,ij->i", vectors, own) - weights
+    cosines = np.divide(along, lengths, out=np.zeros_like(lengths), where=lengths > 0)
+    m = len(fit.centroids)
+    spread = np.bincount(fit.labels, weights=weights * (1.0 - cosines), minlength=m)
+    sizes = np.bincount(fit.labels, minlength=m)
+    return np.where(sizes >= 2, spread / fit.masses, np.nan)
 
 
 def typical_radius(vectors: np.ndarray, weights: np.ndarray, members: Sequence[np.ndarray]) -> float | None:
