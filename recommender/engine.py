@@ -12,6 +12,7 @@ import numpy as np
 
 from recommender.errors import LookalikeError, NotFound
 from recommender.filters import Filter
+from recommender.profile_cache import ProfileCache
 from recommender.recommend import Recommender, RecommenderConfig
 from recommender.storage import Catalog, EventStore, Storage
 from recommender.types import (
@@ -56,7 +57,10 @@ class Engine:
         self._catalog.require_same_model()
         # The last copy of an id within one batch wins, as it would across batches.
         deduplicated = list({item.item_id: item for _, item in items}.values())
-        self._catalog.upsert(deduplicated)
+        try:
+            self._catalog.upsert(deduplicated)
+        finally:  # after the write (a profile built meanwhile read the old vectors), and even a failed one
+            self._recommender.catalog_changed([item.item_id for item in deduplicated])
         return UpsertOutcome(upserted=len(items))
 
     def get_items(self, item_ids: Sequence[str], with_vectors: bool = False) -> tuple[list[StoredItem], list[str]]:
@@ -66,10 +70,17 @@ class Engine:
         return ordered, missing
 
     def delete_items(self, item_ids: Sequence[str]) -> int:
-        return self._catalog.delete(list(dict.fromkeys(item_ids)))
+        unique = list(dict.fromkeys(item_ids))
+        try:
+            return self._catalog.delete(unique)
+        finally:
+            self._recommender.catalog_changed(unique)
 
     def delete_where(self, filter_: Filter) -> int:
-        return self._catalog.delete_where(filter_)
+        try:
+            return self._catalog.delete_where(filter_)
+        finally:
+            self._recommender.catalog_changed(None)
 
     # -- search ---------------------------------------------------------
 
@@ -113,11 +124,18 @@ class Engine:
         return self._recommender.recommend(query)
 
     def profile(self, user_id: str) -> UserProfile:
-        return self._recommender.profile(user_id)
+        return self._recommender.profile(user_id)[0]
+
+    @property
+    def profile_cache(self) -> ProfileCache:
+        return self._recommender.profile_cache
 
     def forget_user(self, user_id: str) -> int:
-        """Delete every event of the user; profiles are derived, so nothing else remains."""
-        return self._events.delete_user(user_id)
+        """Delete every event of the user, and their cached profile: nothing derived from them remains."""
+        try:
+            return self._events.delete_user(user_id)
+        finally:
+            self._recommender.forget(user_id)
 
 
 def _spaces(target: SearchTarget) -> list[VectorSpace]:

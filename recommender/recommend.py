@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from recommender.filters import Filter, HasId
+from recommender.profile_cache import CachedProfile, ProfileCache
 from recommender.profiles import ProfileConfig, build_profile
 from recommender.ranking import Candidate, rank
 from recommender.storage import Catalog, EventStore
@@ -57,12 +58,17 @@ class RecommenderConfig:
     popularity_ttl: timedelta = timedelta(seconds=60)
     native_max_examples: int = 64
     explain_items: int = 3
+    # Built profiles kept per user (recommender/profile_cache.py); 0 keeps none.
+    profile_cache_size: int = 2000
+    # The longest an entry is reused: bounds how long item changes written by another
+    # process (a shared Qdrant) go unseen. Changes through this engine are seen at once.
+    profile_cache_max_age: timedelta = timedelta(seconds=300)
 
 
 @dataclass(frozen=True)
 class History:
     events: list[Event]  # the latest profile.max_events, oldest first
-    vectors: dict[str, np.ndarray]
+    vectors: dict[str, np.ndarray]  # read only when a profile is built from them
     seen: frozenset[str]  # items of the latest seen_window_events
     event_count: int  # events read, at most seen_window_events
 
@@ -90,22 +96,27 @@ class Recommender:
         self._config = config
         self._clock = clock
         self._popularity: tuple[datetime, Counter] | None = None
+        self.profile_cache = ProfileCache(config.profile_cache_size, config.profile_cache_max_age,
+                                          config.profile.half_life_seconds)
 
     # -- profiles -------------------------------------------------------
 
-    def history(self, user_id: str) -> History:
-        now = self._clock()
+    def history(self, user_id: str, now: datetime) -> History:
+        """The user's latest events and seen items; no vectors yet (`_with_vectors`)."""
         window = self._config.profile.max_events
         events = self._events.for_user(user_id, window, until=now)
         if len(events) < window:  # the whole history is here
             seen, count = frozenset(event.item_id for event in events), len(events)
         else:
             seen, count = self._seen(user_id, now)
-        recent_ids = list(dict.fromkeys(event.item_id for event in events))
-        stored = self._catalog.get(recent_ids, with_vectors=True)
+        return History(events, {}, seen, count)
+
+    def _with_vectors(self, history: History) -> History:
+        recent_ids = list(dict.fromkeys(event.item_id for event in history.events))
+        stored = self._catalog.get(recent_ids, with_vectors=True) if recent_ids else {}
         vectors = {item_id: vector for item_id, item in stored.items()
                    if (vector := _item_vector(item, self._config.space)) is not None}
-        return History(events, vectors, seen, count)
+        return replace(history, vectors=vectors)
 
     def seen_item_ids(self, user_id: str) -> frozenset[str]:
         """Items with any of the user's latest events: item ids only, no vectors, no clustering."""
@@ -115,18 +126,40 @@ class Recommender:
         item_ids = self._events.recent_item_ids(user_id, self._config.seen_window_events, until=now)
         return frozenset(item_ids), len(item_ids)
 
-    def profile(self, user_id: str, history: History | None = None, max_interests: int | None = None,
-                examples: Examples | None = None) -> UserProfile:
-        """The user's profile (none for an anonymous session: empty user_id), with the examples joined in."""
-        history = history or (self.history(user_id) if user_id else History([], {}, frozenset(), 0))
+    def profile(self, user_id: str, max_interests: int | None = None, examples: Examples | None = None,
+                with_vectors: bool = False) -> tuple[UserProfile, History]:
+        """The user's profile (none for an anonymous session: empty user_id), with the examples joined in,
+        and the history it came from. The history's vectors are read when the profile is built here,
+        or always with `with_vectors`; a profile from the cache needs neither them nor clustering."""
         examples = examples or Examples()
-        config = self._config.profile
-        if max_interests is not None:
-            config = replace(config, max_interests=max_interests)
-        profile = build_profile(user_id, history.events, {**history.vectors, **examples.vectors}, self._clock(), config,
-                                extra_weights=examples.weights)
-        return replace(profile, seen_item_ids=history.seen | profile.seen_item_ids,
-                       event_count=max(history.event_count, profile.event_count))
+        generation = self.profile_cache.generation  # before any read: a change during them counts
+        now = self._clock()
+        history = self.history(user_id, now) if user_id else History([], {}, frozenset(), 0)
+        # A request's examples make a profile of that request alone.
+        cacheable = bool(user_id) and not examples.weights
+        cached = self.profile_cache.get(user_id, max_interests, history.events, now) if cacheable else None
+        if cached is None or with_vectors:
+            history = self._with_vectors(history)
+        if cached is None:
+            config = self._config.profile
+            if max_interests is not None:
+                config = replace(config, max_interests=max_interests)
+            built = build_profile(user_id, history.events, {**history.vectors, **examples.vectors}, now, config,
+                                  extra_weights=examples.weights)
+            cached = CachedProfile(tuple(built.interests), tuple(built.negatives))
+            if cacheable:
+                self.profile_cache.put(user_id, max_interests, history.events, now, generation, cached)
+        seen = history.seen | frozenset(event.item_id for event in history.events)
+        profile = UserProfile(user_id=user_id, interests=cached.interests, negatives=cached.negatives,
+                              seen_item_ids=seen, event_count=max(history.event_count, len(history.events)))
+        return profile, history
+
+    def catalog_changed(self, item_ids: Sequence[str] | None) -> None:
+        """Items were upserted or deleted (None: by a filter, ids unknown); profiles built on them are stale."""
+        self.profile_cache.items_changed(item_ids)
+
+    def forget(self, user_id: str) -> None:
+        self.profile_cache.forget(user_id)
 
     def examples(self, query: RecommendQuery) -> Examples:
         """The query's examples as profile weights: an item example takes the item's vector (one
@@ -171,13 +204,13 @@ class Recommender:
             # Without a profile, "too little history" can only mean none at all.
             return page(items, strategy=Strategy.POPULAR, cold_start=not seen)
         max_interests = 1 if query.strategy is Strategy.SINGLE_CENTROID else None
-        history = self.history(query.user_id) if query.user_id else History([], {}, frozenset(), 0)
-        profile = self.profile(query.user_id, history, max_interests=max_interests, examples=examples)
+        native = query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE)
+        profile, history = self.profile(query.user_id, max_interests, examples, with_vectors=native)
         # Example items count as seen: "more like these" should not answer with these.
         excluded = sorted(profile.seen_item_ids | examples.item_ids) if query.exclude_seen else []
         if profile.is_cold:
             return page(self._popular(query, excluded, wanted), strategy=Strategy.POPULAR, cold_start=True)
-        if query.strategy in (Strategy.QDRANT_AVERAGE, Strategy.QDRANT_BEST_SCORE):
+        if native:
             items = self._native(query, profile, {**history.vectors, **examples.vectors}, excluded, wanted)
         else:
             items = self._from_interests(query, profile, excluded, wanted, examples)

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED.
     max_inflight: int = Field(64, ge=1)
 
+    # Recommend/GetProfile (recommender/profile_cache.py): built profiles kept per user, the
+    # least recently used dropped beyond this many (0 = none). A new event of the user, an
+    # item change through this server or ForgetUser rebuilds an entry at once; items changed
+    # by another process on a shared Qdrant are seen after at most profile_cache_seconds.
+    profile_cache_size: int = Field(2000, ge=0)
+    profile_cache_seconds: float = Field(300.0, gt=0)
+
     # Cross-request batching (service/embedding/batching.py): inputs of concurrent calls
     # are merged into model batches of up to max_batch; an idle model waits at most
     # max_batch_wait_ms after the oldest input for a batch to fill. Calls that would

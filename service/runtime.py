@@ -14,10 +14,12 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import AsyncIterator, Callable, TypeVar
 
 from recommender.engine import Engine, open_engine
 from recommender.errors import Overloaded, Unavailable
+from recommender.recommend import RecommenderConfig
 from recommender.storage import Storage
 from service.config import Settings
 from service.embedding import ClipEmbedder, ModelSpec, load_embedder
@@ -146,7 +148,9 @@ class Runtime:
     def _open_engine(self) -> Engine:
         assert self.embedder is not None, "the model loads before the engine opens"
         self._storage = self._deps.open_storage(self.embedder.identity, self.embedder.dim)
-        return open_engine(self._storage)
+        return open_engine(self._storage, RecommenderConfig(
+            profile_cache_size=self._settings.profile_cache_size,
+            profile_cache_max_age=timedelta(seconds=self._settings.profile_cache_seconds)))
 
     def require_ready(self) -> tuple[ClipEmbedder, Engine]:
         if self.engine is None or self.embedder is None:
