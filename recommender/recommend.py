@@ -135,8 +135,8 @@ class Recommender:
         generation = self.profile_cache.generation  # before any read: a change during them counts
         now = self._clock()
         history = self.history(user_id, now) if user_id else History([], {}, frozenset(), 0)
-        # A request's examples make a profile of that request alone.
-        cacheable = bool(user_id) and not examples.weights
+        # A request's examples make a profile of that request alone; no events, nothing to save.
+        cacheable = bool(history.events) and not examples.weights
         cached = self.profile_cache.get(user_id, max_interests, history.events, now) if cacheable else None
         if cached is None or with_vectors:
             history = self._with_vectors(history)
