@@ -30,3 +30,7 @@ class Unavailable(LookalikeError):
 
 class Overloaded(LookalikeError):
     """Too much work in flight; the caller should back off and retry."""
+
+
+class StorageFull(LookalikeError):
+    """The store's disk has less free space than it keeps in reserve: writes are refused, reads still work."""

@@ -7,6 +7,7 @@ before any inference or storage work.
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator, Sequence
 
 import numpy as np
@@ -148,7 +149,7 @@ class Lookalike:
 
     async def record_events(self, batch: EventBatch) -> RecordOutcome:
         _, engine = self._runtime.require_ready()
-        valid, errors = validation.events(batch, self.now())
+        valid, errors = await asyncio.to_thread(validation.events, batch, self.now())  # off the event loop
         # One executor job per chunk: a bulk call interleaves with other catalog calls instead of holding
         # a catalog thread (and the store's write lock) for all of its events at once.
         outcome = RecordOutcome()

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Unset: embedded Qdrant Edge under data_dir. http(s)://host:PORT = REST on PORT;
     # grpc://host:PORT = gRPC on PORT (service/qdrant_connection.py).
     qdrant_url: str | None = None
+    # Embedded store only: writes are refused (RESOURCE_EXHAUSTED) while the data dir's filesystem has
+    # less free than this, because Qdrant Edge writes through mmap and a full disk kills the process
+    # (SIGBUS). Reads keep working. 0 = no guard.
+    min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
     qdrant_api_key: str | None = Field(None, repr=False)  # from the environment or qdrant_api_key_file only
     qdrant_api_key_file: Path | None = None
     # With an http(s) URL: also dial gRPC on this port and prefer it for data calls.

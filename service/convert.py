@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -49,6 +49,7 @@ DEFAULT_LIMIT = 10
 DEFAULT_DIVERSITY = 0.2
 
 # google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
 
@@ -286,7 +287,8 @@ def timestamp_from_proto(message: timestamp_pb2.Timestamp, field: str) -> dateti
     if not (MIN_TIMESTAMP_SECONDS <= message.seconds <= MAX_TIMESTAMP_SECONDS and 0 <= message.nanos < 10**9):
         raise InvalidArgument(field, "not a valid Timestamp: seconds must fall in years 1 to 9999 and nanos in "
                                      "0..999999999")
-    return message.ToDatetime(tzinfo=timezone.utc)
+    # Timestamp.ToDatetime is the same sum, at ~10 us a call: most of a bulk RecordEvents' conversion.
+    return _EPOCH + timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
 
 
 # -- events and recommendations ---------------------------------------------

@@ -15,7 +15,15 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from recommender.errors import InvalidArgument, LookalikeError, ModelMismatch, NotFound, Overloaded, Unavailable
+from recommender.errors import (
+    InvalidArgument,
+    LookalikeError,
+    ModelMismatch,
+    NotFound,
+    Overloaded,
+    StorageFull,
+    Unavailable,
+)
 from service.calls import current_call
 
 log = logging.getLogger(__name__)
@@ -29,6 +37,7 @@ STATUS_BY_ERROR: dict[type[LookalikeError], grpc.StatusCode] = {
     ModelMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,  # gRPC's own example: "the entire file system is out of space"
 }
 
 

@@ -84,7 +84,8 @@ def storage_opener(settings: Settings) -> StorageOpener:
     def open_embedded(model_identity: str, dim: int) -> Storage:
         from recommender.storage.edge import open_edge
 
-        return open_edge(settings.data_dir, settings.collection, model_identity, dim, settings.payload_indexes)
+        return open_edge(settings.data_dir, settings.collection, model_identity, dim, settings.payload_indexes,
+                         min_free_bytes=settings.min_free_bytes)
     return open_embedded
 
 

@@ -1,7 +1,7 @@
 """The embedded data folder: one owner at a time, a layout version, and the old layout detected.
 
     <data_dir>/storage/
-        LAYOUT               {"layout_version": 1, "engine": "qdrant-edge"}
+        LAYOUT               {"layout_version": 2, "engine": "qdrant-edge"}
         .lock                held with flock by the one process that has the folder open
         <collection>/collection.json   which model made the vectors, their dimension
         <collection>/items/            Qdrant Edge shard: the catalog
@@ -9,6 +9,10 @@
 
 The lock comes first: a second process that merely tries to open an Edge shard
 the first one holds can corrupt the first one's flush.
+
+Layout versions: 1 stored each event's user, item, type and time (float seconds)
+in four payload keys; 2 stores three (storage/base.py). A layout-1 folder is
+upgraded in place when opened (migrate.upgrade_folder), then records 2.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from recommender.errors import LookalikeError
 
 LAYOUT_FILE = "LAYOUT"
 LOCK_FILE = ".lock"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 ENGINE = "qdrant-edge"
+_LAYOUT_TEXT = json.dumps({"layout_version": LAYOUT_VERSION, "engine": ENGINE}) + "\n"
 # qdrant-client's embedded mode (Lookalike before Qdrant Edge) wrote here, beside the new folder.
 OLD_LAYOUT_DIR = "qdrant"
 
@@ -36,9 +41,10 @@ class StorageError(LookalikeError):
 class DataFolder:
     """An opened, locked embedded data folder. Close it to let another process in."""
 
-    def __init__(self, path: Path, lock: IO[str]) -> None:
+    def __init__(self, path: Path, lock: IO[str], layout_version: int = LAYOUT_VERSION) -> None:
         self.path = path
         self._lock: IO[str] | None = lock
+        self.layout_version = layout_version
 
     @classmethod
     def open(cls, data_dir: Path) -> DataFolder:
@@ -46,11 +52,19 @@ class DataFolder:
         path.mkdir(parents=True, exist_ok=True)
         lock = _lock(path / LOCK_FILE)
         try:
-            _check_layout(path)
+            version = _check_layout(path)
         except BaseException:
             _unlock(lock)
             raise
-        return cls(path, lock)
+        return cls(path, lock, version)
+
+    def collections(self) -> list[str]:
+        return sorted(child.name for child in self.path.iterdir() if (child / "collection.json").exists())
+
+    def record_layout(self) -> None:
+        """After an upgrade has rewritten everything the older layout stored differently."""
+        _write_atomically(self.path / LAYOUT_FILE, _LAYOUT_TEXT)
+        self.layout_version = LAYOUT_VERSION
 
     def collection(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -112,14 +126,15 @@ def _unlock(handle: IO[str]) -> None:
         handle.close()
 
 
-def _check_layout(path: Path) -> None:
+def _check_layout(path: Path) -> int:
+    """The folder's layout version (a new folder gets the current one)."""
     layout = path / LAYOUT_FILE
     if not layout.exists():
         if any(child.name not in (LOCK_FILE,) for child in path.iterdir()):
             raise StorageError(f"{path} holds files but no {LAYOUT_FILE} file: it was not written by Lookalike; "
                                "point --data-dir elsewhere")
-        _write_atomically(layout, json.dumps({"layout_version": LAYOUT_VERSION, "engine": ENGINE}) + "\n")
-        return
+        _write_atomically(layout, _LAYOUT_TEXT)
+        return LAYOUT_VERSION
     try:
         found = json.loads(layout.read_text())
         version = int(found["layout_version"])
@@ -130,6 +145,7 @@ def _check_layout(path: Path) -> None:
                            f"version {LAYOUT_VERSION}. Upgrade Lookalike, or point --data-dir elsewhere")
     if found.get("engine", ENGINE) != ENGINE:
         raise StorageError(f"{path} was written for engine {found.get('engine')!r}, not {ENGINE!r}")
+    return version
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -8,10 +8,11 @@ model metadata is read back after creation rather than assumed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from datetime import datetime
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -19,25 +20,29 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from recommender.collection_settings import CollectionLayout
 from recommender.filters import Filter
-from recommender.ids import event_point_id, point_id
+from recommender.ids import event_point_ids, point_id
 from recommender.storage.base import (
     EVENT_INDEXES,
-    EVENT_ITEM_KEY,
+    EVENT_LAYOUT,
     FUSION_DEPTH,
     ITEM_ID_KEY,
     PAYLOAD_KEY,
     RRF_K,
     TIME_KEY,
-    TYPE_KEY,
+    TYPED_ITEM_KEY,
     USER_KEY,
+    V1_EVENT_INDEXES,
     Catalog,
     EventStore,
     Storage,
+    epoch_us,
     event_from_payload,
     event_payload,
     excluding,
     fetch_depth,
     first_seen,
+    is_v1_event,
+    item_of,
     item_payload,
     item_vectors,
     page,
@@ -46,6 +51,8 @@ from recommender.storage.base import (
     restricted,
     scored,
     stored_item,
+    type_prefix,
+    upgraded_event_payload,
 )
 from recommender.storage.server_errors import translated
 from recommender.storage.server_filters import to_qdrant
@@ -55,8 +62,9 @@ log = logging.getLogger(__name__)
 
 MODEL_METADATA_KEY = "lookalike_model"
 DIM_METADATA_KEY = "lookalike_dim"
+EVENT_LAYOUT_METADATA_KEY = "lookalike_events_layout"  # absent: layout 1
 
-_SCHEMAS = {
+_SCHEMAS: dict[str, Any] = {
     "keyword": models.PayloadSchemaType.KEYWORD,
     "integer": models.PayloadSchemaType.INTEGER,
     "float": models.PayloadSchemaType.FLOAT,
@@ -64,6 +72,9 @@ _SCHEMAS = {
     "datetime": models.PayloadSchemaType.DATETIME,
     "text": models.PayloadSchemaType.TEXT,
     "uuid": models.PayloadSchemaType.UUID,
+    # events only (see storage/base.py)
+    "keyword_prefix": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, prefix=True),
+    "integer_range": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
 }
 
 
@@ -202,10 +213,9 @@ class ServerEventStore(EventStore):
     def append(self, events: Sequence[Event], event_ids: Sequence[str | None] | None = None) -> None:
         if not events:
             return
-        ids = event_ids or [None] * len(events)
-        points = [models.PointStruct(id=event_point_id(event.user_id, event_id), vector={},
-                                     payload=event_payload(event))
-                  for event, event_id in zip(events, ids)]
+        ids = event_point_ids([event.user_id for event in events], event_ids)
+        points = [models.PointStruct(id=point, vector={}, payload=event_payload(event))
+                  for point, event in zip(ids, events)]
         with translated(self._location):
             self._client.upsert(self._collection, points=points, wait=True)
 
@@ -214,8 +224,8 @@ class ServerEventStore(EventStore):
         return [event_from_payload(record.payload) for record in reversed(records)]
 
     def recent_item_ids(self, user_id: str, limit: int, until: datetime | None = None) -> list[str]:
-        records = self._latest(user_id, limit, until, with_payload=[EVENT_ITEM_KEY])
-        return [record.payload[EVENT_ITEM_KEY] for record in records]
+        records = self._latest(user_id, limit, until, with_payload=[TYPED_ITEM_KEY])
+        return [item_of(record.payload[TYPED_ITEM_KEY]) for record in records]
 
     def _latest(self, user_id: str, limit: int, until: datetime | None, with_payload) -> list:
         if limit <= 0:
@@ -236,16 +246,45 @@ class ServerEventStore(EventStore):
     def popularity(self, since: datetime, until: datetime, weights: Mapping[EventType, float],
                    max_items: int) -> Counter:
         scores: Counter = Counter()
-        window = models.FieldCondition(key=TIME_KEY, range=models.Range(gte=since.timestamp(), lte=until.timestamp()))
+        window = models.FieldCondition(key=TIME_KEY, range=models.Range(gte=epoch_us(since), lte=epoch_us(until)))
         with translated(self._location):
             for event_type, weight in positive_types(weights):
                 response = self._client.facet(
-                    self._collection, key=EVENT_ITEM_KEY, limit=max_items, exact=True,
+                    self._collection, key=TYPED_ITEM_KEY, limit=max_items, exact=True,
                     facet_filter=models.Filter(must=[window, models.FieldCondition(
-                        key=TYPE_KEY, match=models.MatchValue(value=event_type.value))]))
+                        key=TYPED_ITEM_KEY, match=models.MatchPrefix(prefix=type_prefix(event_type)))]))
                 for hit in response.hits:
-                    scores[hit.value] += weight * hit.count  # type: ignore[assignment]  # float weights
+                    scores[item_of(str(hit.value))] += weight * hit.count  # type: ignore[assignment]  # float weights
         return scores
+
+    def upgrade(self) -> int:
+        """Layout 1 -> 2 in place (same ids), once per collection: its metadata records the layout.
+        Replicas racing through it write the same points. Returns how many events were rewritten."""
+        with translated(self._location):
+            metadata = self._client.get_collection(self._collection).config.metadata or {}
+            if int(metadata.get(EVENT_LAYOUT_METADATA_KEY, 1)) >= EVENT_LAYOUT:
+                return 0
+            old = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=TIME_KEY))])
+            upgraded, offset = 0, None
+            while True:
+                records, offset = self._client.scroll(self._collection, scroll_filter=old, limit=512, offset=offset,
+                                                      with_payload=True, with_vectors=False)
+                points = [models.PointStruct(id=record.id, vector={}, payload=upgraded_event_payload(record.payload))
+                          for record in records if record.payload and is_v1_event(record.payload)]
+                if points:
+                    self._client.upsert(self._collection, points=points, wait=True)
+                    upgraded += len(points)
+                if offset is None:
+                    break
+            for key in V1_EVENT_INDEXES:
+                if key not in EVENT_INDEXES:
+                    with contextlib.suppress(Exception):  # never indexed, or a racing replica dropped it first
+                        self._client.delete_payload_index(self._collection, key, wait=True)
+            self._client.update_collection(self._collection,
+                                           metadata={**metadata, EVENT_LAYOUT_METADATA_KEY: EVENT_LAYOUT})
+        if upgraded:
+            log.info("events of %s upgraded to layout %d: %d rewritten", self._collection, EVENT_LAYOUT, upgraded)
+        return upgraded
 
 
 class ServerStorage(Storage):
@@ -278,15 +317,18 @@ def open_server(client: QdrantClient, collection: str, model_identity: str, dim:
                                     **{f"{PAYLOAD_KEY}.{key}": kind for key, kind in (payload_indexes or {}).items()}})
         events_collection = f"{collection}_events"
         # No vectors: events are looked up by payload only.
-        create_if_missing(client, events_collection, lambda: client.create_collection(
-            events_collection, vectors_config={}, **layout.create_arguments()))
+        events_created = create_if_missing(client, events_collection, lambda: client.create_collection(
+            events_collection, vectors_config={}, metadata={EVENT_LAYOUT_METADATA_KEY: EVENT_LAYOUT},
+            **layout.create_arguments()))
         _index(client, events_collection, EVENT_INDEXES)
     catalog = ServerCatalog(client, collection, model_identity, dim, location)
     catalog.check_model()  # read back: a racing replica may have created it with another model
     if catalog.mismatch:
         log.error("%s", catalog.mismatch)
-    return ServerStorage(client, catalog, ServerEventStore(client, events_collection, location), location,
-                         close_client)
+    events = ServerEventStore(client, events_collection, location)
+    if not events_created:
+        events.upgrade()
+    return ServerStorage(client, catalog, events, location, close_client)
 
 
 def create_if_missing(client: QdrantClient, name: str, create: Callable[[], object]) -> bool:
@@ -321,5 +363,5 @@ def _index(client: QdrantClient, collection: str, indexes: Mapping[str, str]) ->
 def _user_filter(user_id: str, until: datetime | None) -> models.Filter:
     conditions: list = [models.FieldCondition(key=USER_KEY, match=models.MatchValue(value=user_id))]
     if until is not None:
-        conditions.append(models.FieldCondition(key=TIME_KEY, range=models.Range(lte=until.timestamp())))
+        conditions.append(models.FieldCondition(key=TIME_KEY, range=models.Range(lte=epoch_us(until))))
     return models.Filter(must=conditions)

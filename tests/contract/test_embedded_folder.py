@@ -105,3 +105,45 @@ def test_migrate_storage_copies_items_vectors_model_and_events_from_the_old_fold
         moved.close()
     assert main(["migrate-storage", "--data-dir", str(tmp_path), "--collection", "items"]) == 1, "only once"
     assert main(["optimize", "--data-dir", str(tmp_path), "--collection", "items"]) == 0
+
+
+def above_free_space(path: Path) -> int:
+    """A reserve larger than what the filesystem has free: no small filesystem can be mounted here without
+    root, so a nearly full disk is made by asking for more free space than there is."""
+    import os
+
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize + 2**30
+
+
+def test_a_nearly_full_disk_refuses_writes_before_edge_could_die_of_it_and_keeps_reads(tmp_path):
+    import numpy as np
+
+    from recommender.errors import StorageFull
+    from recommender.types import Event, EventType
+
+    vector = np.ones(DIM, "float32")
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    storage = open_edge(tmp_path, "items", "model-a", DIM, min_free_bytes=0)
+    storage.catalog.upsert([ItemInput("kept", image_vector=vector)])
+    storage.events.append([Event("ann", "kept", EventType.LIKE, moment)])
+    storage.close()
+
+    full = open_edge(tmp_path, "items", "model-a", DIM, min_free_bytes=above_free_space(tmp_path))
+    try:
+        writes = [lambda: full.catalog.upsert([ItemInput("more", image_vector=vector)]),
+                  lambda: full.catalog.delete(["kept"]),
+                  lambda: full.events.append([Event("ann", "more", EventType.VIEW, moment)]),
+                  lambda: full.events.delete_user("ann")]
+        for write in writes:
+            with pytest.raises(StorageFull, match="nearly full.*reads still work"):
+                write()
+        assert full.catalog.count() == 1 and list(full.catalog.get(["kept"])) == ["kept"]
+        assert [e.item_id for e in full.events.for_user("ann", 10)] == ["kept"]
+    finally:
+        full.close()
+    roomy = open_edge(tmp_path, "items", "model-a", DIM, min_free_bytes=0)
+    try:
+        assert roomy.events.delete_user("ann") == 1, "nothing was half-written while refused"
+    finally:
+        roomy.close()

@@ -343,3 +343,82 @@ def test_popularity_counts_positive_events_by_type_weight_within_the_window(stor
     ])
     scores = storage.events.popularity(NOW - timedelta(days=30), NOW, weights, max_items=100)
     assert scores == Counter({"a": 6.0, "b": 4.0})
+
+
+def test_item_ids_with_colons_and_microsecond_times_come_back_exactly(storage):
+    """The stored event packs its type before its item ("like:view:x") and its time in whole microseconds."""
+    moment = NOW - timedelta(minutes=3, microseconds=123_457)
+    tricky = [Event("fay", "view:x", EventType.LIKE, moment), Event("fay", ":", EventType.VIEW, moment)]
+    storage.events.append(tricky)
+    assert sorted(storage.events.for_user("fay", 10), key=lambda e: e.item_id) == sorted(tricky,
+                                                                                        key=lambda e: e.item_id)
+    assert storage.events.for_user("fay", 10, until=moment - timedelta(microseconds=1)) == []
+    assert len(storage.events.for_user("fay", 10, until=moment)) == 2, "until is inclusive, to the microsecond"
+    assert sorted(storage.events.recent_item_ids("fay", 10)) == [":", "view:x"]
+    scores = storage.events.popularity(NOW - timedelta(days=1), NOW, {EventType.VIEW: 1.0, EventType.LIKE: 2.0}, 10)
+    assert scores == Counter({"view:x": 2.0, ":": 1.0}), "a like of item 'view:x' is not a view of item 'x'"
+
+
+V1_EVENTS = [  # (point id, payload) as layout 1 stored them: four keys, time in float seconds
+    ("0b7e0a4e-4f2b-5c1e-8d8a-000000000001", {"user_id": "old", "item_id": "a", "event_type": "purchase",
+                                             "timestamp": (NOW - timedelta(hours=2)).timestamp()}),
+    ("0b7e0a4e-4f2b-5c1e-8d8a-000000000002", {"user_id": "old", "item_id": "b", "event_type": "like",
+                                             "timestamp": (NOW - timedelta(hours=1)).timestamp(), "weight": 2.5}),
+    ("0b7e0a4e-4f2b-5c1e-8d8a-000000000003", {"user_id": "other", "item_id": "a", "event_type": "view",
+                                             "timestamp": (NOW - timedelta(hours=3)).timestamp()}),
+]
+
+
+def write_v1_events(engine: str, folder: Path) -> None:
+    """What a Lookalike with event layout 1 left behind, written as it wrote it."""
+    storage = open_storage(engine, folder)
+    try:
+        if engine == "edge":
+            import qdrant_edge as edge
+
+            from recommender.storage.edge import _SCHEMAS
+
+            shard = storage.events._shard
+            for key, kind in {"item_id": "keyword", "event_type": "keyword", "timestamp": "float"}.items():
+                shard.update(edge.UpdateOperation.create_field_index(key, _SCHEMAS[kind]))
+            shard.update(edge.UpdateOperation.upsert_points([edge.Point(i, {}, p) for i, p in V1_EVENTS]))
+        else:
+            from qdrant_client import models
+
+            client = storage.events._client
+            client.upsert("items_events", [models.PointStruct(id=i, vector={}, payload=p) for i, p in V1_EVENTS])
+            client.update_collection("items_events", metadata={"lookalike_events_layout": 1})
+    finally:
+        storage.close()
+    if engine == "edge":
+        (folder / "storage" / "LAYOUT").write_text('{"layout_version": 1, "engine": "qdrant-edge"}\n')
+
+
+def test_events_of_layout_1_are_upgraded_in_place_on_open(engine, tmp_path):
+    write_v1_events(engine, tmp_path)
+    storage = open_storage(engine, tmp_path)
+    try:
+        history = storage.events.for_user("old", 10, until=NOW)
+        assert [(e.item_id, e.event_type, e.weight) for e in history] == [
+            ("a", EventType.PURCHASE, 1.0), ("b", EventType.LIKE, 2.5)]
+        assert history[0].timestamp == NOW - timedelta(hours=2)
+        assert storage.events.recent_item_ids("other", 10, until=NOW) == ["a"]
+        weights = {EventType.VIEW: 1.0, EventType.PURCHASE: 5.0, EventType.LIKE: 2.0}
+        assert storage.events.popularity(NOW - timedelta(days=1), NOW, weights, 10) == Counter({"a": 6.0, "b": 2.0})
+        storage.events.append([Event("old", "c", EventType.VIEW, NOW - timedelta(minutes=1))], ["retry-1"])
+        assert storage.events.delete_user("old") == 3
+        if engine == "edge":
+            import json
+
+            schema = storage.events._shard.shard.info().payload_schema
+            assert set(schema) == set(EVENT_INDEXES), "layout 1's indexes are dropped"
+            layout = json.loads((tmp_path / "storage" / "LAYOUT").read_text())
+            assert layout["layout_version"] == 2
+            records, _ = storage.events._shard.shard.scroll(__import__("qdrant_edge").ScrollRequest(
+                limit=10, with_payload=True))
+        else:
+            records, _ = storage.events._client.scroll("items_events", limit=10, with_payload=True)
+        assert [sorted(r.payload) for r in records] == [["time_us", "typed_item", "user_id"]], "old keys are gone"
+    finally:
+        storage.close()
+    open_storage(engine, tmp_path).close()  # the second open finds nothing left to upgrade

@@ -30,3 +30,28 @@ def test_an_event_stamped_ahead_of_the_clock_counts_only_once_its_time_comes(cli
                                   UserEvent("early", "soon", "like", timestamp=now + timedelta(hours=1))])
     assert reply.recorded == 2, "within the allowed clock skew: stored"
     assert client.profile("early").event_count == 1, "but invisible until the engine's clock reaches it"
+
+
+def test_a_nearly_full_disk_answers_writes_resource_exhausted_and_still_serves_reads(tmp_path, tiny_embedder):
+    import os
+
+    import grpc
+    import pytest
+
+    from service.client import LookalikeClient
+    from tests.support import ServerThread, deps_with, settings_for
+
+    stats = os.statvfs(tmp_path)
+    # More than the filesystem has free (no small filesystem can be mounted here without root).
+    settings = settings_for(tmp_path, min_free_bytes=stats.f_bavail * stats.f_frsize + 2**30)
+    with ServerThread(settings, deps_with(settings, tiny_embedder)) as server, \
+            LookalikeClient(server.target, timeout=30) as client:
+        for write in (lambda: client.record_events([UserEvent("ann", "x", "view")]),
+                      lambda: client.upsert([NewItem(id="x", text="x")])):
+            with pytest.raises(grpc.RpcError) as raised:
+                write()
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "nearly full" in raised.value.details() and "reads still work" in raised.value.details()
+        assert client.get(["x"]).missing_ids == ["x"], "reads still work"
+        assert client.profile("ann").event_count == 0
+        assert client.health() == "SERVING", "a full disk refuses writes; the server still serves"
