@@ -5,20 +5,31 @@ P3  Search p50/p99 at 10k and 100k items (512-d random unit vectors), unfiltered
     embedded default (Qdrant Edge); qdrant-client's local mode (the old embedded
     default) beside it at 10k.
 P4  Recommend p99 against Search p99 at 100k items with 1,000 users of 200 events
-    each, and RecordEvents throughput (events/s) into the embedded default.
+    each, and RecordEvents throughput (events/s) into the embedded default, beside
+    the raw qdrant-edge-py ceiling (bare points, same batch) measured in the same run.
 
 Everything goes through recommender.engine.Engine (the object the gRPC servicers
 call), so conversion, model guard and ranking are included; gRPC framing is not.
+`--part events` measures RecordEvents alone, interleaved round by round: the raw
+Edge ceiling, the engine, and a real server process over gRPC (tiny model,
+embedded Edge, 500 events per call as `lookalike events` sends them), with the
+latency of other catalog calls made while a bulk ingest runs.
 
     nice -n 10 python -m bench.storage                 # the whole table (a few minutes)
     nice -n 10 python -m bench.storage --sizes 10000 --users 200 --no-local
+    nice -n 10 python -m bench.storage --part events --sizes 10000 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +54,7 @@ MODEL = "bench-random(dim=512)"
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 UPSERT_CHUNK = 1000
 EVENT_CHUNK = 500  # what service/app.py hands the engine per executor job
+PROBE_INTERVAL = 0.02  # s between the GetItems calls timed during a bulk ingest
 EVENT_TYPES = [EventType.VIEW] * 6 + [EventType.CLICK] * 2 + [EventType.ADD_TO_CART, EventType.PURCHASE,
                                                                 EventType.LIKE, EventType.DISLIKE]
 
@@ -110,8 +122,8 @@ def search_rows(engine: Engine, queries: np.ndarray, count: int) -> dict[str, li
     return rows
 
 
-def record_events(engine: Engine, users: int, per_user: int, items: int, rng: np.random.Generator) -> float:
-    """Each user's events on random items, five minutes apart, 20 days ago; returns events/s."""
+def make_events(users: int, per_user: int, items: int, rng: np.random.Generator) -> list[Event]:
+    """Each user's events on random items, five minutes apart, 20 days ago, arrivals interleaving users."""
     events = []
     for user in range(users):
         favourites = rng.integers(0, items, size=per_user)
@@ -120,11 +132,157 @@ def record_events(engine: Engine, users: int, per_user: int, items: int, rng: np
             events.append(Event(f"user-{user}", f"item-{int(item)}", kind,
                                 NOW - timedelta(days=20) + timedelta(minutes=int(n) * 5)))
     order = rng.permutation(len(events))  # arrivals interleave users, as in production
-    events = [events[i] for i in order]
+    return [events[i] for i in order]
+
+
+def record_events(engine: Engine, users: int, per_user: int, items: int, rng: np.random.Generator) -> float:
+    """make_events through Engine.record_events, EVENT_CHUNK per call; returns events/s."""
+    events = make_events(users, per_user, items, rng)
     started = time.perf_counter()
     for start in range(0, len(events), EVENT_CHUNK):
         engine.record_events(events[start:start + EVENT_CHUNK])
     return len(events) / (time.perf_counter() - started)
+
+
+def raw_edge_ceiling(count: int) -> float:
+    """qdrant-edge-py alone: bare points (random ids, no payload, no payload index), EVENT_CHUNK per update,
+    into a fresh shard, building the points included; returns points/s. No event store can beat it."""
+    import qdrant_edge as edge
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-raw-"))
+    shard = edge.EdgeShard.create(str(folder / "events"),
+                                  edge.EdgeConfig(sparse_vectors={"unused": edge.EdgeSparseVectorParams()}))
+    started = time.perf_counter()
+    for start in range(0, count, EVENT_CHUNK):
+        digits = os.urandom(16 * min(EVENT_CHUNK, count - start)).hex()
+        shard.update(edge.UpdateOperation.upsert_points([edge.Point(digits[i:i + 32], {})
+                                                         for i in range(0, len(digits), 32)]))
+    rate = count / (time.perf_counter() - started)
+    shard.close()
+    return rate
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def grpc_record_events(events: list[Event], items: int) -> dict[str, float]:
+    """RecordEvents into a real server process (tiny model, embedded Edge) from one client here, 500
+    events per call, while a second client times a GetItems (10 ids) every PROBE_INTERVAL; the same
+    probe alone first. Returns events/s and the probe's p50/p99/max ms, idle and during the ingest."""
+    import grpc
+
+    from service.api.lookalike.v1 import (
+        catalog_service_pb2 as catalog_pb,
+        catalog_service_pb2_grpc as catalog_grpc,
+        recommendation_service_pb2 as recommendation_pb,
+        recommendation_service_pb2_grpc as recommendation_grpc,
+    )
+    from service.client import LookalikeClient, NewItem
+
+    port = _free_port()
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
+    log = (data_dir / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--model", "lookalike-tiny", "--pretrained",
+                               "none", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir / "data"),
+                               "--device", "cpu"], cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        with LookalikeClient(target) as client:
+            while True:
+                try:
+                    dim = client.embed(texts=["probe"]).dim
+                    break
+                except Exception:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the bench server did not start; see {log.name}") from None
+                    time.sleep(1)
+            rng = np.random.default_rng(1)
+            client.upsert((NewItem(id=f"item-{n}", image_vector=row.tolist())
+                           for n, row in enumerate(rng.standard_normal((items, dim)).astype(np.float32))),
+                          batch_size=256)
+        kinds = {kind: getattr(recommendation_pb, f"EVENT_TYPE_{kind.name}") for kind in EventType}
+        requests = []
+        for start in range(0, len(events), EVENT_CHUNK):
+            request = recommendation_pb.RecordEventsRequest()
+            for event in events[start:start + EVENT_CHUNK]:
+                message = request.events.add(user_id=event.user_id, item_id=event.item_id, type=kinds[event.event_type])
+                message.timestamp.FromDatetime(event.timestamp)
+            requests.append(request)
+        probe_request = catalog_pb.GetItemsRequest(ids=[f"item-{n}" for n in range(10)])
+
+        with grpc.insecure_channel(target) as ingest_channel, grpc.insecure_channel(target) as probe_channel:
+            record = recommendation_grpc.RecommendationServiceStub(ingest_channel).RecordEvents
+            get_items = catalog_grpc.CatalogServiceStub(probe_channel).GetItems
+
+            def probe(until: threading.Event, samples: list[float]) -> None:
+                while not until.is_set():  # paced, so the probe itself costs the server little
+                    started = time.perf_counter()
+                    get_items(probe_request, timeout=120)
+                    samples.append((time.perf_counter() - started) * 1000)
+                    until.wait(PROBE_INTERVAL)
+
+            idle: list[float] = []
+            stop = threading.Event()
+            timer = threading.Timer(3.0, stop.set)
+            timer.start()
+            probe(stop, idle)
+            busy: list[float] = []
+            stop = threading.Event()
+            prober = threading.Thread(target=probe, args=(stop, busy))
+            prober.start()
+            started = time.perf_counter()
+            for request in requests:
+                reply = record(request, timeout=600)
+                assert reply.recorded == len(request.events), reply.errors[:3]
+            rate = len(events) / (time.perf_counter() - started)
+            stop.set()
+            prober.join()
+        return {"rate": rate, "idle_p50": p(idle, 50), "idle_p99": p(idle, 99), "idle_max": max(idle),
+                "busy_p50": p(busy, 50), "busy_p99": p(busy, 99), "busy_max": max(busy)}
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def events_part(args: argparse.Namespace) -> None:
+    """RecordEvents alone: raw Edge ceiling, engine, gRPC, interleaved in each round on fresh stores."""
+    size = min(args.sizes)
+    count = args.users * args.events_per_user
+    print(f"# RecordEvents bench  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.machine()} "
+          f"{platform.python_version()}  {count:,} events per row, {EVENT_CHUNK} per call, {size:,} items; "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| round | raw Edge ceiling (bare points) | Engine.record_events | vs ceiling | gRPC RecordEvents "
+          "| vs ceiling | GetItems p50 / p99 / max ms, idle | same, during the ingest | load avg |")
+    print("|---|---:|---:|---:|---:|---:|---|---|---:|")
+    vectors = unit_rows(np.random.default_rng(size), size)
+    for round_ in range(1, args.rounds + 1):
+        events = make_events(args.users, args.events_per_user, size, np.random.default_rng(round_))
+        raw = raw_edge_ceiling(count)
+        engine, storage = open_embedded(Path(tempfile.mkdtemp(prefix="bench-events-")))
+        try:
+            load_items(engine, vectors)
+            started = time.perf_counter()
+            for start in range(0, count, EVENT_CHUNK):
+                engine.record_events(events[start:start + EVENT_CHUNK])
+            through_engine = count / (time.perf_counter() - started)
+        finally:
+            storage.close()
+        served = grpc_record_events(events, size) if not args.no_grpc else None
+        grpc_cells = ("| n/a | n/a | n/a | n/a " if served is None else
+                      f"| {served['rate']:,.0f}/s | {served['rate'] / raw:.2f}x "
+                      f"| {served['idle_p50']:.1f} / {served['idle_p99']:.1f} / {served['idle_max']:.1f} "
+                      f"| {served['busy_p50']:.1f} / {served['busy_p99']:.1f} / {served['busy_max']:.1f} ")
+        print(f"| {round_} | {raw:,.0f}/s | {through_engine:,.0f}/s | {through_engine / raw:.2f}x "
+              f"{grpc_cells}| {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,7 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events-per-user", type=int, default=200)
     parser.add_argument("--local-size", type=int, default=10_000, help="items for qdrant-client local mode")
     parser.add_argument("--no-local", action="store_true", help="skip qdrant-client local mode")
+    parser.add_argument("--part", choices=["all", "events"], default="all",
+                        help="events: RecordEvents alone (raw Edge ceiling, engine, gRPC), --rounds times")
+    parser.add_argument("--rounds", type=int, default=2, help="with --part events")
+    parser.add_argument("--no-grpc", action="store_true", help="with --part events: skip the server process")
     args = parser.parse_args(argv)
+    if args.part == "events":
+        events_part(args)
+        return
 
     rng = np.random.default_rng(0)
     queries = unit_rows(rng, 64)
@@ -180,8 +345,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"\n## P4: Recommend vs Search at {size:,} items, {args.users:,} users x {args.events_per_user} events\n")
         rate = record_events(engine, args.users, args.events_per_user, size, rng)
+        ceiling = raw_edge_ceiling(args.users * args.events_per_user)
         print(f"RecordEvents into Qdrant Edge: {rate:,.0f} events/s "
-              f"({args.users * args.events_per_user:,} events in chunks of {EVENT_CHUNK}; goal >= 5,000/s)\n")
+              f"({args.users * args.events_per_user:,} events in chunks of {EVENT_CHUNK}; goal >= 5,000/s); "
+              f"raw qdrant-edge-py ceiling right after (bare points, same batch): {ceiling:,.0f}/s, "
+              f"ratio {rate / ceiling:.2f}x; load average {os.getloadavg()[0]:.1f}\n")
         print("| call | p50 ms | p99 ms | p99 vs Search p99 (unfiltered) |")
         print("|---|---:|---:|---:|")
         calls = {
