@@ -35,11 +35,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+from service.threads import limit_numpy_blas
 
-from recommender.engine import Engine, open_engine
-from recommender.filters import Filter, Match
-from recommender.types import (
+limit_numpy_blas()  # as `lookalike serve` does before numpy loads; an OPENBLAS_NUM_THREADS of yours wins
+
+import numpy as np  # noqa: E402
+
+from recommender.engine import Engine, open_engine  # noqa: E402
+from recommender.filters import Filter, Match  # noqa: E402
+from recommender.types import (  # noqa: E402
     Event,
     EventType,
     ItemInput,
@@ -285,6 +289,80 @@ def events_part(args: argparse.Namespace) -> None:
               f"{grpc_cells}| {os.getloadavg()[0]:.1f} |", flush=True)
 
 
+def p4_rows(engine: Engine, users: int, calls: int, queries: np.ndarray, p3_search_p99: tuple[float, float]) -> str:
+    """Recommend cold (a user's first call: events, vectors, clustering) and warm (the same user
+    again: the profile cache skips vectors and clustering), interleaved round by round with a
+    plain Search so that every ratio compares calls made under the same load."""
+    category = Filter(must=(Match("category", "c3"),))
+    cache = engine.profile_cache
+    cold_users = iter(range(users))  # each cold call takes a user never asked for before
+
+    def first_call(make: Callable[[str], object]) -> Callable[[int], object]:
+        return lambda n: make(f"user-{next(cold_users)}")
+
+    recommend = {}  # one user per round for the cold/warm pair, so warm is the same user's next call
+
+    def recommend_cold(n: int) -> object:
+        recommend[n] = f"user-{next(cold_users)}"
+        return engine.recommend(RecommendQuery(recommend[n], limit=10))
+
+    rows: dict[str, Callable[[int], object]] = {
+        "Search (unfiltered, interleaved)": lambda n: engine.search_by_vector(
+            queries[n % len(queries)], SearchTarget.IMAGE, None, SearchParams(limit=10), made_by_model=False),
+        "Recommend cold (multi-interest, exclude seen)": recommend_cold,
+        "Recommend warm (same user again)": lambda n: engine.recommend(RecommendQuery(recommend[n], limit=10)),
+        "Recommend cold, filtered (10%)": first_call(
+            lambda user: engine.recommend(RecommendQuery(user, limit=10, filter=category))),
+        "GetProfile cold": first_call(engine.profile),
+        "Recommend, cold start (popularity)": lambda n: engine.recommend(RecommendQuery(f"new-user-{n}", limit=10)),
+    }
+    if 3 * (calls + 1) > users:
+        raise SystemExit(f"--users must be at least {3 * (calls + 1)} for {calls} cold calls per row")
+    for call in rows.values():
+        call(calls)  # warm the code paths (and the popularity cache) once, outside the timed rounds
+    hits, misses = cache.hits, cache.misses
+    samples = interleaved(rows, calls)
+    warm_hits, cold_misses = cache.hits - hits, cache.misses - misses
+
+    # One user with 5,000 events on 5,000 items: the profile window (500) is full, so the seen
+    # items come from a second read, and all 5,000 are excluded from the search.
+    heavy = f"user-{users}"
+    engine.record_events([Event(heavy, f"item-{i}", EventType.VIEW, NOW - timedelta(days=10, minutes=-i))
+                          for i in range(5000)])
+
+    def heavy_cold(n: int) -> object:
+        cache.forget(heavy)
+        return engine.recommend(RecommendQuery(heavy, limit=10))
+
+    heavy_rows: dict[str, Callable[[int], object]] = {
+        "Search (unfiltered, interleaved)": rows["Search (unfiltered, interleaved)"],
+        "Recommend cold, one user with 5,000 seen items": heavy_cold,
+        "Recommend warm, the same user": lambda n: engine.recommend(RecommendQuery(heavy, limit=10)),
+    }
+    for name, values in interleaved(heavy_rows, max(10, calls // 3)).items():
+        samples.setdefault(name, []).extend(values)
+    search = p(samples["Search (unfiltered, interleaved)"], 99)
+    print("| call | p50 ms | p99 ms | p99 vs Search p99 (interleaved) |")
+    print("|---|---:|---:|---:|")
+    for name, values in samples.items():
+        print(f"| {name} | {p(values, 50):.1f} | {p(values, 99):.1f} | {p(values, 99) / search:.2f}x |")
+    print(f"\nProfile cache over the first {calls} rounds: {warm_hits} hits ({calls} warm calls), {cold_misses} "
+          f"misses. P3's Search p99 earlier in this run: {p3_search_p99[0]:.1f} ms unfiltered, "
+          f"{p3_search_p99[1]:.1f} ms filtered.\n")
+    return heavy
+
+
+def interleaved(rows: dict[str, Callable[[int], object]], rounds: int) -> dict[str, list[float]]:
+    """Each round calls every row once, so slow and fast calls share the load of the moment."""
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    for n in range(rounds):
+        for name, call in rows.items():
+            started = time.perf_counter()
+            call(n)
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -307,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     queries = unit_rows(rng, 64)
     print(f"# storage bench  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.machine()} "
-          f"{platform.python_version()}  dim {DIM}, limit 10, {args.queries} calls per row")
+          f"{platform.python_version()}  dim {DIM}, limit 10, {args.queries} calls per row, "
+          f"load average {os.getloadavg()[0]:.1f}, numpy BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}")
     print("\n## P3: Search latency (ms) through Engine.search_by_vector\n")
     print("| engine | items | query | p50 | p99 | p50 vs Edge unfiltered at same size |")
     print("|---|---:|---|---:|---:|---:|")
@@ -350,30 +429,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({args.users * args.events_per_user:,} events in chunks of {EVENT_CHUNK}; goal >= 5,000/s); "
               f"raw qdrant-edge-py ceiling right after (bare points, same batch): {ceiling:,.0f}/s, "
               f"ratio {rate / ceiling:.2f}x; load average {os.getloadavg()[0]:.1f}\n")
-        print("| call | p50 ms | p99 ms | p99 vs Search p99 (unfiltered) |")
-        print("|---|---:|---:|---:|")
-        calls = {
-            "Recommend (multi-interest, exclude seen)": lambda n: engine.recommend(
-                RecommendQuery(f"user-{n % args.users}", limit=10)),
-            "Recommend, filtered (10%)": lambda n: engine.recommend(
-                RecommendQuery(f"user-{n % args.users}", limit=10, filter=Filter(must=(Match("category", "c3"),)))),
-            "Recommend, cold start (popularity)": lambda n: engine.recommend(
-                RecommendQuery(f"new-user-{n}", limit=10)),
-            "GetProfile": lambda n: engine.profile(f"user-{n % args.users}"),
-        }
-        for name, call in calls.items():
-            samples = latencies(call, args.recommend_calls)
-            print(f"| {name} | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
-                  f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
-        print(f"| Search (same run, P3 row) | | {p4_search_p99[0]:.1f} | 1.00x |")
-        heavy = f"user-{args.users}"
-        engine.record_events([Event(heavy, f"item-{i}", EventType.VIEW, NOW - timedelta(days=10, minutes=-i))
-                              for i in range(5000)])
-        samples = latencies(lambda n: engine.recommend(RecommendQuery(heavy, limit=10)), args.recommend_calls // 3)
-        print(f"| Recommend, one user with 5,000 seen items | {p(samples, 50):.1f} | {p(samples, 99):.1f} | "
-              f"{p(samples, 99) / p4_search_p99[0]:.2f}x |")
-        print(f"\nSearch p99 filtered (same run): {p4_search_p99[1]:.1f} ms. Compare ratios within one run only.")
-
+        heavy = p4_rows(engine, args.users, args.recommend_calls, queries, p4_search_p99)
         print("\nWhere a Recommend's storage time goes (the store's reads alone, same run):\n")
         print("| read | p50 ms | p99 ms |")
         print("|---|---:|---:|")

@@ -392,9 +392,10 @@ def _serve(args: argparse.Namespace) -> int:
     from service.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    from service.threads import apply_wait_policy, configure_torch
+    from service.threads import apply_wait_policy, configure_torch, limit_numpy_blas
 
     apply_wait_policy(settings.omp_wait_policy)  # a --omp-wait-policy flag; torch is not loaded yet
+    limit_numpy_blas()  # numpy is not loaded yet either
     configure_torch(settings.torch_threads, settings.torch_interop_threads)
     from service.server import serve
 

@@ -33,6 +33,7 @@ WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 SETTING_ENV = "LOOKALIKE_OMP_WAIT_POLICY"
 DEFAULT_WAIT_POLICY = "passive"
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+NUMPY_BLAS_ENV = "OPENBLAS_NUM_THREADS"
 
 
 def apply_wait_policy(policy: str | None = None, environ: MutableMapping[str, str] | None = None) -> str | None:
@@ -54,6 +55,25 @@ def apply_wait_policy(policy: str | None = None, environ: MutableMapping[str, st
                     "export it before starting Python", policy.upper())
     environ[WAIT_POLICY_ENV] = policy.upper()
     return environ[WAIT_POLICY_ENV]
+
+
+def limit_numpy_blas(environ: MutableMapping[str, str] | None = None) -> str:
+    """One thread for numpy's own BLAS (the OpenBLAS numpy ships; torch brings MKL, set by
+    configure_torch), unless OPENBLAS_NUM_THREADS is already set; returns what is in effect.
+
+    numpy runs the recommender's small products (profile clustering, ranking: a few
+    hundred rows by 512), many per request, from several request threads at once.
+    Split over threads, each product waits for a helper thread that, on shared cores,
+    is often not running: measured in BENCHMARKS.md P4, a cold Recommend took 2-7x
+    longer with two threads than with one. OpenBLAS reads this when numpy loads, so
+    it must run before `import numpy`.
+    """
+    environ = os.environ if environ is None else environ
+    if NUMPY_BLAS_ENV not in environ:
+        if "numpy" in sys.modules and environ is os.environ:
+            log.warning("numpy is already loaded, so %s=1 cannot take effect in this process", NUMPY_BLAS_ENV)
+        environ[NUMPY_BLAS_ENV] = "1"
+    return environ[NUMPY_BLAS_ENV]
 
 
 def available_cpus() -> int:

@@ -27,6 +27,15 @@ def test_the_setting_is_read_from_lookalike_env_and_default_leaves_libgomp_alone
     assert "OMP_WAIT_POLICY" not in environ
 
 
+def test_numpy_blas_gets_one_thread_unless_the_user_chose():
+    environ: dict[str, str] = {}
+    assert threads.limit_numpy_blas(environ) == "1"
+    assert environ == {"OPENBLAS_NUM_THREADS": "1"}
+    environ = {"OPENBLAS_NUM_THREADS": "4"}
+    assert threads.limit_numpy_blas(environ) == "4"
+    assert environ == {"OPENBLAS_NUM_THREADS": "4"}
+
+
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="passive, active or default"):
         threads.apply_wait_policy("sometimes", {})
