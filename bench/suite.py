@@ -101,14 +101,15 @@ def free_port() -> int:
 
 # -- servers -----------------------------------------------------------------------
 
-def start_lookalike(name: str, data_dir: Path, env: dict[str, str], log: Path) -> Server:
+def start_lookalike(name: str, data_dir: Path, env: dict[str, str], log: Path, root: Path = ROOT) -> Server:
+    """`lookalike serve` from the checkout at `root` (this one, or a baseline to compare against)."""
     port = free_port()
-    environ = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", **env, "PYTHONPATH": str(root)}
     if env.get("LOOKALIKE_OMP_WAIT_POLICY") == "default":
         environ.pop("OMP_WAIT_POLICY", None)
     command = [sys.executable, "-m", "service", "serve", "--model", "ViT-B-32", "--pretrained", "none",
                "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--device", "cpu"]
-    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=root, env=environ, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     return Server(name, "lookalike", f"127.0.0.1:{port}", process.pid, sys.executable, process)
 
@@ -261,6 +262,10 @@ def part_p6(work: Path, inputs: Path, args) -> None:
         if "spin" in args.systems:
             servers.append(start_lookalike("Lookalike, OpenMP spinning (libgomp default)", work / "p6-spin",
                                            {"LOOKALIKE_OMP_WAIT_POLICY": "default"}, work / "p6-spin.log"))
+        if args.baseline:
+            root = Path(args.baseline).resolve()
+            servers.append(start_lookalike(f"Lookalike at {_revision(root)}", work / "p6-base", {},
+                                           work / "p6-base.log", root=root))
         for peer in ("infinity", "clip"):
             if peer in args.systems:
                 servers.append(start_peer(peer, work))
@@ -284,6 +289,7 @@ def part_p6(work: Path, inputs: Path, args) -> None:
                             if result:
                                 results.setdefault((server.name, contended, kind, concurrency), []).append(result)
         _p6_tables(servers, results)
+        print(f"\nload average at the end: {' '.join(f'{value:.1f}' for value in os.getloadavg())} (1, 5, 15 min)")
         if args.results:
             Path(args.results).write_text(json.dumps({" / ".join(map(str, key)): value
                                                       for key, value in results.items()}, indent=1))
@@ -324,10 +330,24 @@ def _p6_tables(servers: list[Server], results: dict[tuple, list[dict]]) -> None:
                 ratios = [a["per_s"] / b["per_s"] for a, b in zip(mine, theirs) if b["per_s"]]
                 cells.append(_spread(ratios, "x"))
             ratio_rows.append(tuple(cells))
+        for kind in ("image", "text"):
+            cells = [f"{server.name}, one {kind} p50 (peer / Lookalike: above 1, Lookalike answers sooner)"]
+            for contended in (False, True):
+                mine = results.get((lookalike, contended, kind, 1), [])
+                theirs = results.get((server.name, contended, kind, 1), [])
+                ratios = [b["p50_ms"] / a["p50_ms"] for a, b in zip(mine, theirs)
+                          if a.get("p50_ms") and b.get("p50_ms")]
+                cells.append(_spread(ratios, "x"))
+            ratio_rows.append(tuple(cells))
     print_table(("Lookalike vs", "quiet", "contended"), ratio_rows)
     quiet = median(lookalike, False, "image", 16, "cpu_per_item")
     loud = median(lookalike, True, "image", 16, "cpu_per_item")
     print(f"\nLookalike CPU-s/image contended / quiet: {loud / quiet:.2f}x (goal <= 1.3x)")
+
+
+def _revision(root: Path) -> str:
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or root.name
 
 
 def _spread(values: list[float], suffix: str = "") -> str:
@@ -351,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", help="write P6's raw per-load results (JSON) here")
     parser.add_argument("--systems", default="lookalike,infinity,clip",
                         help="P6 systems: lookalike, spin (Lookalike with libgomp's default wait), infinity, clip")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="P6: also run the Lookalike of another checkout (e.g. `git worktree add /tmp/base REV`), "
+                             "to show a change against its parent in the same run")
     args = parser.parse_args(argv)
     parts = [part.strip().upper() for part in args.part.split(",") if part.strip()]
     unknown = set(parts) - set(ALL_PARTS)

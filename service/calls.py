@@ -16,4 +16,10 @@ class CallRecord:
     undecodable: bool = False
 
 
+class AlreadyLogged(Exception):
+    """An unexpected failure whose traceback is already in the log, under the request ids it names
+    (a model batch fails every call in it, and is logged once for all of them): a call failing
+    with it reports INTERNAL without logging the traceback again."""
+
+
 current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("lookalike_call", default=None)

@@ -42,7 +42,7 @@ SERVE_FLAGS: dict[str, str] = {
     "precision": "model precision",
     "max_batch": "largest model batch",
     "torch_threads": "intra-op threads for a model batch (unset = the CPUs this process may use)",
-    "max_batch_wait_ms": "how long an idle model waits for a batch to fill",
+    "max_batch_wait_ms": "at most how long an idle model waits for more inputs on their way to fill a batch",
     "omp_wait_policy": "OpenMP workers sleep (passive) or spin (active) between ops; ignored when OMP_WAIT_POLICY "
                        "is set",
     "qdrant_url": "a Qdrant server or cluster (unset = embedded storage in --data-dir)",

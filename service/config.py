@@ -86,7 +86,8 @@ class Settings(BaseSettings):
 
     # Cross-request batching (service/embedding/batching.py): inputs of concurrent calls
     # are merged into model batches of up to max_batch; an idle model waits at most
-    # max_batch_wait_ms after the oldest input for a batch to fill. Calls that would
+    # max_batch_wait_ms after the oldest input for a batch to fill, and only while more
+    # inputs are on their way (a lone request goes at once). Calls that would
     # queue more than max_queued_inputs inputs get RESOURCE_EXHAUSTED (bulk streams wait).
     max_batch_wait_ms: float = Field(10.0, ge=0, le=10_000)
     max_queued_inputs: int = Field(1024, ge=1)

@@ -24,7 +24,7 @@ from recommender.errors import (
     StorageFull,
     Unavailable,
 )
-from service.calls import current_call
+from service.calls import AlreadyLogged, current_call
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,19 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
     An unexpected error is a bug: its traceback goes to the call's log line (once,
     with the request id, written by service/observability.py), or straight to the
-    log when no call is being observed.
+    log when no call is being observed; unless it is AlreadyLogged (a failed model
+    batch, logged once by the scheduler with the request ids of all its calls).
     """
     for error_type in type(error).__mro__:
         if error_type in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[error_type], clip(str(error), MAX_MESSAGE)
     call = current_call.get()
     if call is None:
-        log.error("unexpected error while serving a request", exc_info=error)
+        if not isinstance(error, AlreadyLogged):
+            log.error("unexpected error while serving a request", exc_info=error)
         return grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
-    call.error = error
+    if not isinstance(error, AlreadyLogged):
+        call.error = error
     return grpc.StatusCode.INTERNAL, f"internal error; the server logged the details under request id {call.request_id}"
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from service.background import BackgroundServer
 from service.config import Settings
@@ -23,3 +26,15 @@ def deps_with(settings: Settings, embedder: ClipEmbedder) -> Dependencies:
     """Real storage from the settings (embedded Qdrant Edge unless a URL is set), with a model the test loaded."""
     defaults = Dependencies.from_settings(settings)
     return Dependencies(lambda: embedder, defaults.open_storage, defaults.storage_location)
+
+
+@contextlib.contextmanager
+def inference_thread_held(server: ServerThread) -> Iterator[None]:
+    """Keep a running server's one inference thread busy, as a long model batch would, until the block ends."""
+    assert server.server is not None
+    release = threading.Event()
+    server.server.runtime._inference_pool.submit(release.wait)
+    try:
+        yield
+    finally:
+        release.set()

@@ -71,6 +71,12 @@ class TextTower:
             return int(tokens.shape[1])
         return int(self._pool_positions(tokens).max().item()) + 1
 
+    def lengths(self, tokens: torch.Tensor) -> list[int]:
+        """Positions each text of a batch needs on its own (the full context when the tower does not trim)."""
+        if self._parts is None:
+            return [int(tokens.shape[1])] * int(tokens.shape[0])
+        return (self._pool_positions(tokens) + 1).tolist()
+
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._parts is None:
             return self._model.encode_text(tokens)

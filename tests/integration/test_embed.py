@@ -100,22 +100,28 @@ def test_a_full_batch_queue_answers_resource_exhausted_and_recovers(tmp_path, ti
     from concurrent.futures import ThreadPoolExecutor
 
     from service.client import LookalikeClient
-    from tests.support import ServerThread, deps_with, settings_for
+    from tests.support import ServerThread, deps_with, inference_thread_held, settings_for
 
-    # A long batch wait keeps the first call's inputs queued while the second arrives.
-    settings = settings_for(tmp_path, max_queued_inputs=3, max_batch_wait_ms=3000)
+    settings = settings_for(tmp_path, max_queued_inputs=3)
     with ServerThread(settings, deps_with(settings, tiny_embedder)) as server, \
-            LookalikeClient(server.target, timeout=30, retries=0) as client, ThreadPoolExecutor(1) as pool:
-        first = pool.submit(client.embed, texts=["one", "two", "three"])
+            LookalikeClient(server.target, timeout=30, retries=0) as client, ThreadPoolExecutor(2) as pool:
         batcher = server.server.runtime.batcher
-        while batcher.queued("text") < 3:
-            assert not first.done(), first.result()
-            time.sleep(0.01)
-        with pytest.raises(grpc.RpcError) as raised:
-            client.embed(texts=["one too many"])
-        assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "limit 3" in raised.value.details()
+        with inference_thread_held(server):
+            # The first call's batch waits for the busy model; the next call's inputs stay queued.
+            pacer = pool.submit(client.embed, texts=["pacer"])
+            while not (batcher.outstanding("text") == 1 and batcher.queued() == 0):
+                assert not pacer.done(), pacer.result()
+                time.sleep(0.01)
+            first = pool.submit(client.embed, texts=["one", "two", "three"])
+            while batcher.queued("text") < 3:
+                assert not first.done(), first.result()
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as raised:
+                client.embed(texts=["one too many"])
+            assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit 3" in raised.value.details()
 
+        assert len(pacer.result().text_vectors) == 1
         assert len(first.result().text_vectors) == 3
         assert len(client.embed(texts=["room again"]).text_vectors) == 1
         assert client.health() == "SERVING"

@@ -169,6 +169,27 @@ def test_an_internal_error_logs_its_traceback_once_with_the_request_id(server, c
     assert sum("a bug in the model path" in logging.Formatter().format(r) for r in caplog.records) == 1
 
 
+def test_a_failed_model_batch_logs_its_traceback_once_naming_the_request(server, caplog, monkeypatch):
+    def broken(tokens):
+        raise RuntimeError("the text tower broke")
+
+    # fault injection into the real server's model
+    monkeypatch.setattr(server.server.runtime.embedder, "encode_texts", broken)
+    caplog.set_level(logging.INFO)
+    with LookalikeClient(server.target) as client, pytest.raises(grpc.RpcError) as raised:
+        client.embed(texts=["doomed"])
+    assert raised.value.code() is grpc.StatusCode.INTERNAL
+    request_id = dict(raised.value.initial_metadata())["x-request-id"]
+    assert request_id in raised.value.details() and "broke" not in raised.value.details()
+
+    (line,) = rpc_lines(caplog)
+    assert line.rpc["code"] == "INTERNAL" and line.rpc["request_id"] == request_id
+    assert line.levelno == logging.ERROR and line.exc_info is None, "the batch's own line carries the traceback"
+    (with_traceback,) = [record for record in caplog.records if record.exc_info]
+    assert with_traceback.name == "service.embedding.batching" and request_id in with_traceback.getMessage()
+    assert sum("the text tower broke" in logging.Formatter().format(r) for r in caplog.records) == 1
+
+
 def test_an_undecodable_request_logs_a_warning_without_a_traceback(server, caplog):
     caplog.set_level(logging.INFO)
     with grpc.insecure_channel(server.target) as channel:

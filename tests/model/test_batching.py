@@ -1,16 +1,21 @@
 """The batch scheduler with the real tiny model: same vectors as unbatched, order kept
-under concurrency, one bad input failing only its own call, bounded queue."""
+under concurrency, one bad input failing only its own call, bounded queue, a lone
+call dispatched at once, texts bucketed by length."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from recommender.errors import InvalidArgument, Overloaded
-from service.embedding.batching import BatchPolicy, BatchScheduler
+from service.embedding.batching import BUCKET_BATCHES, BatchPolicy, BatchScheduler, ModelBatchFailed
 from tests.conftest import png
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "gray", (10, 200, 30), (200, 20, 120)]
@@ -33,6 +38,21 @@ def run(coroutine_factory, embedder, pools, **policy):
         finally:
             await scheduler.close()
     return asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def model_busy(scheduler, model_pool):
+    """The inference thread held by other work: the first call's batch waits on it, later calls stay queued."""
+    release = threading.Event()
+    model_pool.submit(release.wait)
+    pacer = asyncio.create_task(scheduler.embed_texts(["pacer"]))
+    while not (scheduler.outstanding("text") == 1 and scheduler.queued() == 0):  # taken into a batch
+        await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        release.set()
+        await pacer
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -109,14 +129,15 @@ def test_per_item_images_report_each_failure_and_embed_the_rest(tiny_embedder, p
 
 def test_a_full_queue_refuses_interactive_calls_and_holds_bulk_ones(tiny_embedder, pools):
     async def calls(scheduler):
-        first = asyncio.create_task(scheduler.embed_texts(["one", "two", "three"]))
-        while scheduler.queued("text") < 3:  # queued, and held there by the long max_wait
-            await asyncio.sleep(0.01)
-        with pytest.raises(Overloaded):
-            await scheduler.embed_texts(["refused"])
-        bulk = asyncio.create_task(scheduler.embed_texts(["waits for room"], bulk=True))
-        await asyncio.sleep(0.05)
-        assert not bulk.done()
+        async with model_busy(scheduler, pools[0]):
+            first = asyncio.create_task(scheduler.embed_texts(["one", "two", "three"]))
+            while scheduler.queued("text") < 3:  # queued, and held there while the model is busy
+                await asyncio.sleep(0.01)
+            with pytest.raises(Overloaded):
+                await scheduler.embed_texts(["refused"])
+            bulk = asyncio.create_task(scheduler.embed_texts(["waits for room"], bulk=True))
+            await asyncio.sleep(0.05)
+            assert not bulk.done()
         return await first, await bulk
 
     (first, bulk), scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=2.0, max_queue=3)
@@ -137,16 +158,17 @@ def test_a_call_larger_than_the_queue_still_runs_when_the_queue_is_empty(tiny_em
 
 def test_a_cancelled_caller_leaves_the_queue_and_never_reaches_the_model(tiny_embedder, pools):
     async def calls(scheduler):
-        doomed = asyncio.create_task(scheduler.embed_texts(["cancel me", "and me"]))
-        while scheduler.queued("text") < 2:
-            await asyncio.sleep(0.01)
-        doomed.cancel()
-        await asyncio.gather(doomed, return_exceptions=True)
+        async with model_busy(scheduler, pools[0]):
+            doomed = asyncio.create_task(scheduler.embed_texts(["cancel me", "and me"]))
+            while scheduler.queued("text") < 2:
+                await asyncio.sleep(0.01)
+            doomed.cancel()
+            await asyncio.gather(doomed, return_exceptions=True)
         return await scheduler.embed_texts(["after"])
 
     vector, scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=2.0)
     assert vector.shape == (1, tiny_embedder.dim)
-    assert scheduler.stats.inputs["text"] == 1
+    assert scheduler.stats.inputs["text"] == 2  # the pacer and "after"
     assert scheduler.queued() == 0
 
 
@@ -162,3 +184,131 @@ def test_observers_see_every_batch(tiny_embedder, pools):
     assert sum(size for tower, size, *_ in seen if tower == "text") == 6
     assert sum(size for tower, size, *_ in seen if tower == "image") == 1
     assert all(ok_wait and ok_run for *_, ok_wait, ok_run in seen)
+
+
+# -- when an idle model waits for company ------------------------------------------
+
+def test_a_lone_call_is_dispatched_at_once_not_after_max_wait(tiny_embedder, pools):
+    async def calls(scheduler):
+        for n in range(3):  # one caller in a closed loop, like an interactive client
+            await scheduler.embed_texts([f"alone {n}"])
+            await scheduler.embed_images([png(COLORS[n])])
+
+    _, scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=60.0)
+    assert scheduler.stats.batches == {"text": 3, "image": 3}
+    # Waiting for company would have cost 60 s a batch; what is left is the hop to the dispatcher.
+    assert scheduler.stats.queue_wait_s["text"] < 6.0 and scheduler.stats.queue_wait_s["image"] < 6.0
+
+
+def test_concurrent_calls_still_share_a_batch_while_others_are_being_prepared(tiny_embedder, pools):
+    texts = [f"together {n}" for n in range(8)]
+    images = [png(color) for color in COLORS[:5]]
+
+    async def calls(scheduler):
+        return await asyncio.gather(*(scheduler.embed_texts([text]) for text in texts),
+                                    *(scheduler.embed_images([image]) for image in images))
+
+    results, scheduler = run(calls, tiny_embedder, pools, max_batch=16, max_wait_s=60.0)
+    # The images decode on the pool one by one; the batch waits for the ones still decoding.
+    assert scheduler.stats.batches == {"text": 1, "image": 1}
+    np.testing.assert_allclose(np.vstack(results[len(texts):]), tiny_embedder.embed_images(images), atol=1e-5)
+
+
+def test_callers_in_a_closed_loop_keep_sharing_batches_when_their_next_calls_straggle(tiny_embedder, pools):
+    callers, rounds = 6, 3
+
+    async def caller(scheduler, number):
+        vectors = []
+        for round_number in range(rounds):
+            if round_number:  # the answer went out; the next call comes back a little later
+                await asyncio.sleep(0.005 * number)
+            vectors.append(await scheduler.embed_texts([f"caller {number} round {round_number}"]))
+        return vectors
+
+    async def calls(scheduler):
+        return await asyncio.gather(*(caller(scheduler, number) for number in range(callers)))
+
+    results, scheduler = run(calls, tiny_embedder, pools, max_batch=16, max_wait_s=60.0)
+    # Six were outstanding when each batch finished, so the idle model waits for six again.
+    assert scheduler.stats.batches["text"] == rounds
+    assert scheduler.stats.inputs["text"] == callers * rounds
+    want = tiny_embedder.embed_texts([f"caller 2 round {n}" for n in range(rounds)])
+    np.testing.assert_allclose(np.vstack(results[2]), want, atol=1e-5)
+
+
+# -- texts bucketed by length ------------------------------------------------------
+
+@pytest.fixture
+def text_batches(tiny_embedder, monkeypatch):
+    """The token rows of every text batch the model runs, in order (the real encoder runs them)."""
+    assert tiny_embedder.text_tower.trims
+    seen: list[list[tuple[int, ...]]] = []
+    encode = tiny_embedder.encode_texts
+
+    def recording(tokens):
+        seen.append([tuple(row.tolist()) for row in tokens])
+        return encode(tokens)
+
+    monkeypatch.setattr(tiny_embedder, "encode_texts", recording)
+    return seen
+
+
+def test_texts_beyond_one_batch_are_bucketed_by_length_and_keep_their_order(tiny_embedder, pools, text_batches):
+    short = [f"{color}" for color in map(str, COLORS[:8])]
+    long = [f"a long and detailed caption about a {color} object on a plain table, photographed from above"
+            for color in map(str, COLORS[:8])]
+    mixed = [text for pair in zip(short, long) for text in pair]  # short, long, short, long, ...
+    callers = [mixed[:10], mixed[10:]]
+
+    async def calls(scheduler):
+        return await asyncio.gather(*(scheduler.embed_texts(texts) for texts in callers))
+
+    results, _ = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=0.05)
+    batches = list(text_batches)
+    lengths = tiny_embedder.text_tower.lengths
+    long_length = min(lengths(torch.stack(tiny_embedder.prepare_texts(long))))
+    assert max(lengths(torch.stack(tiny_embedder.prepare_texts(short)))) < long_length
+    # In arrival order both batches would mix the two kinds and run at the long texts' length.
+    kinds = [{length >= long_length for length in lengths(torch.tensor(batch))} for batch in batches]
+    assert kinds == [{False}, {True}]
+    for texts, got in zip(callers, results):
+        np.testing.assert_allclose(got, tiny_embedder.embed_texts(texts), atol=1e-5)
+
+
+def test_the_oldest_text_runs_in_the_first_round_however_long_it_is(tiny_embedder, pools, text_batches):
+    max_batch = 4
+    texts = ["the oldest text is a long caption about a red square drawn on a white sheet of paper"]
+    texts += [f"short {n}" for n in range(3 * BUCKET_BATCHES * max_batch)]
+
+    async def call(scheduler):
+        return await scheduler.embed_texts(texts)
+
+    vectors, _ = run(call, tiny_embedder, pools, max_batch=max_batch, max_wait_s=0.05)
+    index = {tuple(row.tolist()): n for n, row in enumerate(tiny_embedder.prepare_texts(texts))}
+    ran = [[index[row] for row in batch] for batch in text_batches]
+    np.testing.assert_allclose(vectors, tiny_embedder.embed_texts(texts), atol=1e-5)
+    assert 0 in ran[0], "the batch holding the oldest text runs first"
+    first_round = sorted(n for batch in ran[:BUCKET_BATCHES] for n in batch)
+    assert first_round == list(range(BUCKET_BATCHES * max_batch)), "a round takes the oldest texts, no later one"
+
+
+# -- a failed model batch ------------------------------------------------------------
+
+def test_a_failed_model_batch_fails_each_of_its_calls_and_is_logged_once(tiny_embedder, pools, monkeypatch,
+                                                                         caplog):
+    def broken(tokens):
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(tiny_embedder, "encode_texts", broken)
+    caplog.set_level(logging.INFO)
+
+    async def calls(scheduler):
+        return await asyncio.gather(*(scheduler.embed_texts([f"doomed {n}"]) for n in range(3)),
+                                    scheduler.embed_images([png("red")]), return_exceptions=True)
+
+    (*doomed, image), scheduler = run(calls, tiny_embedder, pools, max_batch=8, max_wait_s=0.05)
+    assert all(isinstance(error, ModelBatchFailed) for error in doomed)
+    assert image.shape == (1, tiny_embedder.dim), "the other tower is not affected"
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 1 and "the model broke" in logging.Formatter().format(logged[0])
+    assert scheduler.queued() == 0 and scheduler.outstanding("text") == 0
