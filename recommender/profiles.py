@@ -43,6 +43,9 @@ DEFAULT_EVENT_WEIGHTS: Mapping[EventType, float] = MappingProxyType(
 # Below this norm a weighted vector sum carries no direction (antipodal items
 # cancelling out); a centroid from it would be numerical noise.
 _MIN_DIRECTION_NORM = 1e-12
+# Below this share of |T|^2, |T - w x|^2 computed by expansion has lost too many digits
+# to cancellation (about 1e-16 / this, relative); such rows are computed directly.
+_CANCELLATION = 1e-4
 # How many more seeds than interests clustering starts from.
 OVERSEED = 3
 # Clusters lighter than this share of the weight are folded into a neighbour.
@@ -429,11 +432,23 @@ def _most_mergeable_pair(
 
 
 def _leave_one_out_radii(vectors: np.ndarray, weights: np.ndarray, fit: _Clusters) -> np.ndarray:
-    """`leave_one_out_radius` of every cluster at once; NaN under two members."""
-    own = fit.totals[fit.labels]
-    others = own - weights[:, None] * vectors
-    lengths = np.linalg.norm(others, axis=1)
-    along = np.einsum("ij,ij->i", vectors, own) - weights
+    """`leave_one_out_radius` of every cluster at once; NaN under two members.
+
+    |sum of the others|^2 = |T|^2 - 2 w x.T + w^2 |x|^2 needs only each member's dot with its
+    cluster's sum (one n x m product) instead of an n x d difference; where that subtraction
+    cancels (a member carrying nearly all of its cluster's weight, so the others are tiny
+    beside it) the member's length is taken directly, as `leave_one_out_radius` does.
+    """
+    rows = np.arange(len(vectors))
+    along_total = (vectors @ fit.totals.T)[rows, fit.labels]
+    total_sq = np.einsum("ij,ij->i", fit.totals, fit.totals)[fit.labels]
+    squared = total_sq - 2.0 * weights * along_total + weights * weights * np.einsum("ij,ij->i", vectors, vectors)
+    lengths = np.sqrt(np.maximum(squared, 0.0))
+    cancelled = np.flatnonzero(squared < _CANCELLATION * total_sq)
+    if len(cancelled):
+        lengths[cancelled] = np.linalg.norm(
+            fit.totals[fit.labels[cancelled]] - weights[cancelled, None] * vectors[cancelled], axis=1)
+    along = along_total - weights
     cosines = np.divide(along, lengths, out=np.zeros_like(lengths), where=lengths > 0)
     m = len(fit.centroids)
     spread = np.bincount(fit.labels, weights=weights * (1.0 - cosines), minlength=m)
