@@ -23,6 +23,12 @@ What a profile is a function of, and how each input is tracked:
   entry). Writes by other processes to a shared Qdrant are not seen here: they
   are bounded by `max_age`, after which an entry is rebuilt whatever it holds.
 
+The seen items of a long history (more events than the profile window, read by a
+second, longer read) are kept too, per user, checked by the user's event count
+(counted by the store's index, nothing read) with the window: an append-only
+history with the same count and the same latest events is the same history.
+They are bounded apart, by the item ids held in all (`max_seen_ids`).
+
 Bounded (least recently used beyond `max_entries`) and safe under concurrent
 callers (one lock around dictionary operations; two concurrent misses for one
 user both build, and the later write wins, both being correct).
@@ -54,6 +60,15 @@ class CachedProfile:
     negatives: tuple[Interest, ...]
 
 
+@dataclass(frozen=True)
+class _Seen:
+    count: int
+    fingerprint: tuple
+    built_at: datetime
+    item_ids: frozenset[str]
+    event_count: int
+
+
 @dataclass
 class _Entry:
     fingerprint: tuple
@@ -64,10 +79,16 @@ class _Entry:
 
 
 class ProfileCache:
-    def __init__(self, max_entries: int, max_age: timedelta, half_life_seconds: float) -> None:
+    def __init__(self, max_entries: int, max_age: timedelta, half_life_seconds: float,
+                 max_seen_ids: int = 0) -> None:
         if max_entries < 0:
             raise ValueError(f"max_entries must be >= 0, got {max_entries}")
         self.max_entries = max_entries
+        self.max_seen_ids = max_seen_ids
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._seen_ids_held = 0
+        self.seen_hits = 0
+        self.seen_misses = 0
         self.max_age = max_age
         self._half_life_seconds = half_life_seconds
         self._entries: OrderedDict[tuple[str, Hashable], _Entry] = OrderedDict()
@@ -137,6 +158,44 @@ class ProfileCache:
         with self._lock:
             for key in [key for key in self._entries if key[0] == user_id]:
                 del self._entries[key]
+            self._drop_seen(user_id)
+
+    def seen(self, user_id: str, count: int, events: Sequence[Event],
+             now: datetime) -> tuple[frozenset[str], int] | None:
+        """The seen items (and events counted) kept for a user who has `count` events at `now`
+        and these latest ones; None if none are kept for exactly that history."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            entry = self._seen.get(user_id)
+            if entry is not None and (entry.count != count or entry.fingerprint != fingerprint(events)
+                                      or abs(now - entry.built_at) > self.max_age):
+                self._drop_seen(user_id)
+                entry = None
+            if entry is None:
+                self.seen_misses += 1
+                return None
+            self._seen.move_to_end(user_id)
+            self.seen_hits += 1
+            return entry.item_ids, entry.event_count
+
+    def keep_seen(self, user_id: str, count: int, events: Sequence[Event], now: datetime,
+                  item_ids: frozenset[str], event_count: int) -> None:
+        """Keep what `seen` returns; `count` as counted before the seen items were read."""
+        if not self.enabled or len(item_ids) > self.max_seen_ids:
+            return
+        entry = _Seen(count, fingerprint(events), now, item_ids, event_count)
+        with self._lock:
+            self._drop_seen(user_id)
+            self._seen[user_id] = entry
+            self._seen_ids_held += len(item_ids)
+            while self._seen_ids_held > self.max_seen_ids:
+                self._drop_seen(next(iter(self._seen)))
+
+    def _drop_seen(self, user_id: str) -> None:
+        entry = self._seen.pop(user_id, None)
+        if entry is not None:
+            self._seen_ids_held -= len(entry.item_ids)
 
     def _still_valid(self, entry: _Entry, events: Sequence[Event], now: datetime) -> bool:
         if abs(now - entry.built_at) > self.max_age or entry.fingerprint != fingerprint(events):

@@ -159,6 +159,11 @@ class EventStore(abc.ABC):
         the same indexed read as for_user, but only the item id of each event comes back."""
 
     @abc.abstractmethod
+    def count_for_user(self, user_id: str, until: datetime | None = None) -> int:
+        """How many events the user has at or before `until`: counted by the engine over the
+        indexed user id, nothing read. With the latest events, the identity of an append-only history."""
+
+    @abc.abstractmethod
     def delete_user(self, user_id: str) -> int: ...
 
     @abc.abstractmethod

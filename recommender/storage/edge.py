@@ -269,6 +269,9 @@ class EdgeEventStore(EventStore):
         records = self._latest(user_id, limit, until, with_payload=edge.PayloadSelector.Include([TYPED_ITEM_KEY]))
         return [item_of(record.payload[TYPED_ITEM_KEY]) for record in records]
 
+    def count_for_user(self, user_id: str, until: datetime | None = None) -> int:
+        return self._shard.shard.count(edge.CountRequest(exact=True, filter=_user_filter(user_id, until)))
+
     def _latest(self, user_id: str, limit: int, until: datetime | None, with_payload) -> list:
         if limit <= 0:
             return []

@@ -227,6 +227,10 @@ class ServerEventStore(EventStore):
         records = self._latest(user_id, limit, until, with_payload=[TYPED_ITEM_KEY])
         return [item_of(record.payload[TYPED_ITEM_KEY]) for record in records]
 
+    def count_for_user(self, user_id: str, until: datetime | None = None) -> int:
+        with translated(self._location):
+            return self._client.count(self._collection, count_filter=_user_filter(user_id, until), exact=True).count
+
     def _latest(self, user_id: str, limit: int, until: datetime | None, with_payload) -> list:
         if limit <= 0:
             return []

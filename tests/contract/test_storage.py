@@ -315,6 +315,9 @@ def test_a_users_history_is_the_latest_events_oldest_first_and_stops_at_until(st
     assert storage.events.for_user("ann", 5)[-1].item_id == "item-future", "no bound: everything"
     assert storage.events.recent_item_ids("ann", 3, until=NOW) == ["item-19", "item-18", "item-17"]
     assert storage.events.for_user("nobody", 5, until=NOW) == []
+    assert storage.events.count_for_user("ann", until=NOW) == 21, "the 20, the weighted one, not the future one"
+    assert storage.events.count_for_user("ann") == 22
+    assert storage.events.count_for_user("nobody", until=NOW) == 0
 
 
 def test_an_event_id_lands_once_however_often_it_is_sent(storage):
@@ -323,6 +326,7 @@ def test_an_event_id_lands_once_however_often_it_is_sent(storage):
     storage.events.append([once], ["evt-1"])
     storage.events.append([once])  # no id: a new event each time
     assert len(storage.events.for_user("cy", 10, until=NOW)) == 2
+    assert storage.events.count_for_user("cy", until=NOW) == 2
 
 
 def test_forgetting_a_user_removes_only_their_events(storage):

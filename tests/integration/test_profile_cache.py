@@ -17,6 +17,7 @@ import pytest
 from recommender.engine import Engine, open_engine
 from recommender.filters import Filter, Match
 from recommender.profile_cache import CHANGE_LOG_LENGTH
+from recommender.profiles import ProfileConfig
 from recommender.recommend import RecommenderConfig
 from recommender.storage.edge import open_edge
 from recommender.types import Event, EventType, Example, ItemInput, RecommendQuery, Strategy, UserProfile
@@ -209,6 +210,43 @@ def test_concurrent_calls_and_writes_leave_every_profile_fresh(world):
     assert len(cached.profile_cache) <= 8
     for user in users:
         check(cached, fresh, user)
+
+
+def test_a_long_historys_seen_items_are_kept_until_its_count_or_window_changes(tmp_path):
+    storage = open_edge(tmp_path, "items", "test-model", DIM)
+    clock = Clock()
+    short_window = ProfileConfig(max_events=8)
+    config = RecommenderConfig(profile=short_window, profile_cache_size=2, profile_cache_max_age=MAX_AGE)
+    cached = open_engine(storage, config, clock)
+    fresh = open_engine(storage, replace(config, profile_cache_size=0), clock)
+    try:
+        rng = np.random.default_rng(1)
+        cached.upsert_items([(n, ItemInput(item_id=f"i{n}", image_vector=unit(rng.standard_normal(DIM))))
+                             for n in range(300)])
+        long_history = [Event("hal", f"i{n}", EventType.CLICK, START - timedelta(hours=n)) for n in range(200)]
+        cached.record_events(long_history)
+        assert len(check(cached, fresh, "hal").seen_item_ids) == 200, "all of it, though the window holds 8"
+        check(cached, fresh, "hal")
+        assert (cached.profile_cache.seen_hits, cached.profile_cache.seen_misses) == (1, 1)
+        # Another writer backfills an event older than the window: only the count tells.
+        storage.events.append([Event("hal", "i250", EventType.VIEW, START - timedelta(days=30))])
+        assert "i250" in check(cached, fresh, "hal").seen_item_ids
+        assert cached.profile_cache.seen_misses == 2
+        cached.record_events([Event("hal", "i251", EventType.VIEW, START - timedelta(minutes=1))])
+        assert "i251" in check(cached, fresh, "hal").seen_item_ids
+        assert cached.profile_cache.seen_misses == 3
+        recommended = cached.recommend(RecommendQuery("hal", limit=20))
+        assert not {item.item_id for item in recommended.items} & check(cached, fresh, "hal").seen_item_ids
+        # Bounded by ids held: 2 entries x 250 ids; 202 + 299 do not fit, so the older goes.
+        cached.record_events([Event("ida", f"i{n}", EventType.CLICK, START - timedelta(hours=n)) for n in range(299)])
+        check(cached, fresh, "ida")
+        misses = cached.profile_cache.seen_misses
+        check(cached, fresh, "hal")
+        assert cached.profile_cache.seen_misses == misses + 1
+        cached.forget_user("hal")
+        assert check(cached, fresh, "hal").is_cold
+    finally:
+        storage.close()
 
 
 def test_requests_with_examples_are_not_cached(world):
