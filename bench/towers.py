@@ -9,11 +9,16 @@ GEMMs alone with torch.mm / torch.bmm at exactly the same shapes and threads.
     matmul GFLOP/s = GEMM FLOPs / sum of the isolated GEMM times
     ratio          = the share of the forward spent at matmul speed (goal >= 0.8)
 
+Each tower runs on torch and on ONNX Runtime (the graphs `--runtime onnx` serves,
+exported once into the server's cache), with ORT's workers sleeping between ops
+(the served default) and spinning; every forward and the GEMM set are timed in
+turn within each round, so the columns compare the same moments.
+
 Element-wise ops, norms, softmax and Python overhead are what separates the two.
 Projections done with `x @ parameter` are left out of the count, so the tower
 figure is, if anything, low.
 
-    python bench/towers.py --model ViT-B-32 --pretrained none --image-batch 16 --text-batch 64
+    python bench/towers.py --model ViT-B-32 --pretrained none --image-batch 16 --text-batch 64 --repeats 5
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -87,8 +93,9 @@ def _inside_attention(model, linear) -> bool:
                for child in module.modules())
 
 
-def best_time(function, repeats: int) -> float:
-    function()
+def best_time(function, repeats: int, warm: bool = True) -> float:
+    if warm:
+        function()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -115,26 +122,68 @@ def matmul_time(gemms: Gemms, repeats: int) -> float:
     return total
 
 
-def measure(embedder, image_batch: int, text_batch: int, repeats: int) -> list[tuple]:
+@dataclass
+class Row:
+    name: str
+    gemms: Gemms
+    runs: dict[str, Callable[[], object]]  # runtime -> one forward; every runtime does the same GEMMs
+    forward: dict[str, list[float]] = field(default_factory=dict)
+    matmul: list[float] = field(default_factory=list)
+
+
+def onnx_runs(embedder, pixels, tokens, cache_dir: Path, threads: int) -> dict[str, tuple]:
+    """(image forward, text forward) on ORT, without and with spinning workers (the same exported graphs)."""
+    from service.embedding.onnx_towers import OnnxImageTower, OnnxTextTower, load_onnx_towers, open_session
+
+    sample_pixels, sample_tokens = embedder.sample_inputs()
+    towers = load_onnx_towers(embedder.model, embedder.text_tower, identity=embedder.identity,
+                              sample_pixels=sample_pixels, sample_tokens=sample_tokens, cache_dir=cache_dir,
+                              threads=threads)
+    spinning_image = OnnxImageTower(open_session(towers.folder / "image.onnx", threads, spinning=True))
+    spinning_text = OnnxTextTower(open_session(towers.folder / "text.onnx", threads, spinning=True),
+                                  embedder.text_tower)
+    return {"onnx": (lambda: towers.image.encode(pixels), lambda: towers.text.encode(tokens)),
+            "onnx, spinning": (lambda: spinning_image.encode(pixels), lambda: spinning_text.encode(tokens))}
+
+
+def measure(embedder, image_batch: int, text_batch: int, repeats: int, onnx_cache: Path | None = None,
+            threads: int = 1) -> list[tuple]:
+    """Rows of (forward, runtime, GFLOP, tower GFLOP/s, matmul GFLOP/s, ratio, vs torch), every runtime and
+    the GEMMs alone timed in turn within each repeat, so the ratios come from the same moments."""
     import torch
 
-    model = embedder._model  # the bench looks inside on purpose: it times the towers alone
+    model = embedder.model  # the bench looks inside on purpose: it times the towers alone
     pixels = torch.stack([embedder.prepare_image(data, "bench") for data in sample_jpegs(image_batch)])
     tokens = torch.stack(embedder.prepare_texts(sample_captions(text_batch)))
-    rows = []
+    onnx = onnx_runs(embedder, pixels, tokens, onnx_cache, threads) if onnx_cache is not None else {}
+    rows = [
+        Row(f"image tower, batch {image_batch}", Gemms(),
+            {"torch": lambda: model.encode_image(pixels), **{name: runs[0] for name, runs in onnx.items()}}),
+        Row(f"text tower, batch {text_batch}, trimmed to {embedder.text_tower.length(tokens)} tokens", Gemms(),
+            {"torch": lambda: embedder.text_tower.encode(tokens), **{name: runs[1] for name, runs in onnx.items()}}),
+        Row(f"text tower, batch {text_batch}, full {tokens.shape[1]} tokens (open_clip)", Gemms(),
+            {"torch": lambda: model.encode_text(tokens)}),
+    ]
     with torch.inference_mode():
-        for name, module, run in (
-                (f"image tower, batch {image_batch}", model.visual, lambda: model.encode_image(pixels)),
-                (f"text tower, batch {text_batch}, trimmed to {embedder.text_tower.length(tokens)} tokens",
-                 model, lambda: embedder.text_tower.encode(tokens)),
-                (f"text tower, batch {text_batch}, full {tokens.shape[1]} tokens (open_clip)",
-                 model, lambda: model.encode_text(tokens))):
-            gemms = record_gemms(module, run)
-            forward = best_time(run, repeats)
-            reference = matmul_time(gemms, repeats)
-            rows.append((name, gemms.flops / 1e9, gemms.flops / forward / 1e9, gemms.flops / reference / 1e9,
-                         reference / forward))
-    return rows
+        for row, module in zip(rows, (model.visual, model, model)):
+            row.gemms = record_gemms(module, row.runs["torch"])
+            for run in row.runs.values():
+                run()  # warm up: first calls allocate and pick kernels
+        for _ in range(repeats):
+            for row in rows:
+                for runtime, run in row.runs.items():
+                    row.forward.setdefault(runtime, []).append(best_time(run, 1, warm=False))
+                row.matmul.append(matmul_time(row.gemms, 1))
+    table = []
+    for row in rows:
+        reference = statistics.median(row.matmul)
+        torch_forward = statistics.median(row.forward["torch"])
+        for runtime, times in row.forward.items():
+            forward = statistics.median(times)
+            flops = row.gemms.flops
+            table.append((row.name, runtime, flops / 1e9, flops / forward / 1e9, flops / reference / 1e9,
+                          reference / forward, torch_forward / forward))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: usable CPUs)")
+    parser.add_argument("--onnx-cache", type=Path, help="where the exported ONNX towers are kept "
+                        "(default: the server's, <data dir>/onnx)")
+    parser.add_argument("--no-onnx", action="store_true", help="torch rows only")
     args = parser.parse_args(argv)
     threads = apply_thread_policy(args.threads)
 
@@ -152,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
 
     embedder = load_embedder(ModelSpec.parse(args.model, args.pretrained), device="cpu",
                              max_batch=max(args.image_batch, args.text_batch))
-    print(f"P2 towers vs matmul: {embedder.identity}, {threads} threads, median of {args.repeats}")
-    rows = measure(embedder, args.image_batch, args.text_batch, args.repeats)
-    print_table(("forward", "GEMM GFLOP", "tower GFLOP/s", "matmul GFLOP/s", "ratio (goal >= 0.8)"),
-                [(name, f"{flops:.1f}", f"{tower:.1f}", f"{reference:.1f}", f"{ratio:.2f}x")
-                 for name, flops, tower, reference, ratio in rows])
+    onnx_cache = None
+    if not args.no_onnx:
+        from service.config import default_data_dir
+
+        onnx_cache = args.onnx_cache or default_data_dir() / "onnx"
+    print(f"P2 towers vs matmul: {embedder.identity}, {threads} threads, median of {args.repeats} interleaved rounds")
+    rows = measure(embedder, args.image_batch, args.text_batch, args.repeats, onnx_cache, threads)
+    print_table(("forward", "runtime", "GEMM GFLOP", "tower GFLOP/s", "matmul GFLOP/s", "ratio (goal >= 0.8)",
+                 "speed vs torch"),
+                [(name, runtime, f"{flops:.1f}", f"{tower:.1f}", f"{reference:.1f}", f"{ratio:.2f}x", f"{speed:.2f}x")
+                 for name, runtime, flops, tower, reference, ratio, speed in rows])
     return 0
 
 

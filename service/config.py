@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     seed: int = 0  # only used for random-init weights (--pretrained none)
     # Decoded images larger than this many pixels are rejected (decompression bombs).
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # Where the model stage runs (service/embedding/onnx_towers.py): torch, or ONNX Runtime on
+    # graphs exported from the loaded model once (CPU, fp32) and cached in onnx_cache_dir
+    # (unset: <data_dir>/onnx). ONNX Runtime gets the same intra-op threads as torch and
+    # spins only when omp_wait_policy is active.
+    runtime: Literal["torch", "onnx"] = "torch"
+    onnx_cache_dir: Path | None = None
 
     # Catalog
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -115,7 +121,7 @@ class Settings(BaseSettings):
         return value or None
 
     @field_validator("auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file",
-                     "qdrant_api_key_file", mode="before")
+                     "qdrant_api_key_file", "onnx_cache_dir", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value):
         return value or None
@@ -131,6 +137,10 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file too")
         return self
+
+    @property
+    def onnx_cache_path(self) -> Path:
+        return self.onnx_cache_dir or self.data_dir / "onnx"
 
     @property
     def storage_path(self) -> Path:

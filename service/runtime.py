@@ -56,7 +56,9 @@ class Dependencies:
         def load() -> ClipEmbedder:
             return load_embedder(ModelSpec.parse(settings.model, settings.pretrained), device=settings.device,
                                  precision=settings.precision, max_batch=settings.max_batch, seed=settings.seed,
-                                 max_image_pixels=settings.max_image_pixels)
+                                 max_image_pixels=settings.max_image_pixels, runtime=settings.runtime,
+                                 onnx_cache_dir=settings.onnx_cache_path,
+                                 onnx_spinning=settings.omp_wait_policy == "active")
 
         return cls(load, storage_opener(settings), "embedded" if not settings.qdrant_url else settings.qdrant_url)
 
@@ -123,8 +125,8 @@ class Runtime:
             self.startup_error = error
             log.error("model failed to load: %s", error)
             return
-        log.info("model %s loaded (dim %d, device %s; text tower: %s)", self.embedder.identity, self.embedder.dim,
-                 self.embedder.device, self.embedder.text_tower.reason)
+        log.info("model %s loaded (dim %d, device %s, runtime %s; text tower: %s)", self.embedder.identity,
+                 self.embedder.dim, self.embedder.device, self.embedder.runtime, self.embedder.text_tower.reason)
         self.batcher = BatchScheduler(
             self.embedder,
             BatchPolicy(max_batch=self._settings.max_batch, max_wait_s=self._settings.max_batch_wait_ms / 1000,

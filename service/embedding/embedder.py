@@ -4,12 +4,13 @@ Preprocessing and tokenisation are the model's own (from open_clip), so the
 vectors are exactly what open_clip gives for the same inputs. The work is split
 in two stages so a server can overlap them: `prepare_*` (decode, resize,
 tokenise; any thread) and `encode_*` (the model, on prepared inputs; the one
-inference thread).
+inference thread). Stage 2 runs on torch or, when the loader attaches it, on
+ONNX Runtime (service/embedding/onnx_towers.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +22,32 @@ from service.embedding.text_tower import TextTower
 
 # Short texts of different lengths (so the probe batch is trimmed) to check trimming at load.
 _PROBE_TEXTS = ("a", "a photo of a red circle on a white background")
+
+
+class Towers(Protocol):
+    """Stage 2: a batch of pixels [B, 3, H, W] or full-context tokens [B, context] to features."""
+
+    name: str
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+    def texts(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchTowers:
+    name = "torch"
+
+    def __init__(self, model: Any, text_tower: TextTower) -> None:
+        self._model = model
+        self._text_tower = text_tower
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._model.encode_image(pixels)
+
+    def texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._text_tower.encode(tokens)
 
 
 class ClipEmbedder:
@@ -43,6 +70,7 @@ class ClipEmbedder:
         self._input_dtype = next(model.parameters()).dtype
         self.identity = identity
         self.text_tower = TextTower.for_model(model, probe_tokens=self._tokenizer(list(_PROBE_TEXTS)).to(device))
+        self.towers: Towers = TorchTowers(model, self.text_tower)
         self.dim = int(self.embed_texts([""]).shape[1])
 
     @property
@@ -56,6 +84,21 @@ class ClipEmbedder:
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    @property
+    def runtime(self) -> str:
+        return self.towers.name
+
+    def sample_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A small batch of pixels and of full-context tokens, as stage 1 makes them (for exporters)."""
+        blank = Image.new("RGB", (64, 48), "white")
+        pixels = torch.stack([self._preprocess(blank)] * 3).to(self._input_dtype)
+        tokens = self._tokenizer([_PROBE_TEXTS[1], _PROBE_TEXTS[0], _PROBE_TEXTS[1][:12]])
+        return pixels, tokens
 
     # -- whole lists, in the calling thread (in-process use, tests, benchmarks) --
 
@@ -93,13 +136,11 @@ class ClipEmbedder:
 
     def encode_images(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
         batch = torch.stack(list(pixels)).to(self._device, dtype=self._input_dtype)
-        with torch.inference_mode():
-            return _unit(self._model.encode_image(batch))
+        return _unit(self.towers.images(batch))
 
     def encode_texts(self, tokens: Sequence[torch.Tensor]) -> np.ndarray:
         batch = torch.stack(list(tokens)).to(self._device)
-        with torch.inference_mode():
-            return _unit(self.text_tower.encode(batch))
+        return _unit(self.towers.texts(batch))
 
     def _in_batches(self, inputs: list, encode: Callable[[list], np.ndarray]) -> np.ndarray:
         if not inputs:

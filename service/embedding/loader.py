@@ -24,6 +24,8 @@ _DEFAULT_HUB = "https://huggingface.co"
 # open_clip's config registry is process-wide; loads are serialised so two
 # servers in one process (tests) never interleave registration and creation.
 _LOAD_LOCK = threading.Lock()
+# Where stage 2 runs: torch, or ONNX Runtime on graphs exported from the same model.
+RUNTIMES = ("torch", "onnx")
 
 
 class ModelLoadError(RuntimeError):
@@ -38,7 +40,13 @@ def load_embedder(
     max_batch: int = 32,
     seed: int = 0,
     max_image_pixels: int = 40_000_000,
+    runtime: str = "torch",
+    onnx_cache_dir: Path | None = None,
+    onnx_spinning: bool = False,
 ) -> ClipEmbedder:
+    """`runtime` onnx runs stage 2 on ONNX Runtime, exporting the towers into `onnx_cache_dir` once."""
+    if runtime not in RUNTIMES:
+        raise ModelLoadError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     torch_device = _resolve_device(device)
     with _LOAD_LOCK:
         register_model_configs()
@@ -49,8 +57,23 @@ def load_embedder(
                     spec.model)
     if torch_device.type == "cpu" and precision != "fp32":
         log.warning("precision %s on CPU is usually slower than fp32 here", precision)
-    return ClipEmbedder(model, preprocess, tokenizer, identity=spec.identity(seed), device=torch_device,
-                        max_batch=max_batch, max_image_pixels=max_image_pixels)
+    embedder = ClipEmbedder(model, preprocess, tokenizer, identity=spec.identity(seed), device=torch_device,
+                            max_batch=max_batch, max_image_pixels=max_image_pixels)
+    if runtime == "onnx":
+        _attach_onnx(embedder, onnx_cache_dir, onnx_spinning)
+    return embedder
+
+
+def _attach_onnx(embedder: ClipEmbedder, cache_dir: Path | None, spinning: bool) -> None:
+    from service.embedding.onnx_towers import OnnxRuntimeError, load_onnx_towers
+
+    pixels, tokens = embedder.sample_inputs()
+    try:
+        embedder.towers = load_onnx_towers(embedder.model, embedder.text_tower, identity=embedder.identity,
+                                           sample_pixels=pixels, sample_tokens=tokens, cache_dir=cache_dir,
+                                           threads=torch.get_num_threads(), spinning=spinning)
+    except OnnxRuntimeError as error:
+        raise ModelLoadError(str(error)) from error
 
 
 def register_model_configs(folder: Path = MODEL_CONFIG_DIR) -> None:

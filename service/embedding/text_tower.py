@@ -78,9 +78,14 @@ class TextTower:
         return (self._pool_positions(tokens) + 1).tolist()
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encode_cut(tokens[:, :self.length(tokens)])
+
+    def encode_cut(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens already cut to `length(tokens)` positions: the graph an exporter traces
+        (service/embedding/onnx_towers.py), with the cut left to its caller."""
         if self._parts is None:
             return self._model.encode_text(tokens)
-        return self._encode_trimmed(tokens[:, :self.length(tokens)])
+        return self._encode_trimmed(tokens)
 
     def _pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         assert self._parts is not None, "only trimmed towers have parts"
