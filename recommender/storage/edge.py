@@ -33,6 +33,7 @@ from recommender.storage.base import (
     FUSION_DEPTH,
     ITEM_ID_KEY,
     PAYLOAD_KEY,
+    POPULARITY_FACET_LIMIT,
     RRF_K,
     TIME_KEY,
     TYPED_ITEM_KEY,
@@ -51,12 +52,11 @@ from recommender.storage.base import (
     item_payload,
     item_vectors,
     page,
-    positive_types,
+    popularity_from_counts,
     require_condition,
     restricted,
     scored,
     stored_item,
-    type_prefix,
 )
 from recommender.storage.edge_filters import to_edge
 from recommender.storage.folder import DataFolder, StorageError, old_layout_message
@@ -73,8 +73,7 @@ _SCHEMAS: dict[str, Any] = {
     "datetime": edge.PayloadSchemaType.Datetime,
     "text": edge.PayloadSchemaType.Text,
     "uuid": edge.PayloadSchemaType.Uuid,
-    # events only: prefix matches (one event type's items), and a range-only integer (no lookup map to keep)
-    "keyword_prefix": edge.KeywordIndexParams(prefix=True),
+    # events' time: ranges and order only, no lookup map to keep
     "integer_range": edge.IntegerIndexParams(lookup=False, range=True),
 }
 # Events per EdgeShard.update call: ~3-5 ms of held GIL on a quiet core.
@@ -288,16 +287,10 @@ class EdgeEventStore(EventStore):
 
     def popularity(self, since: datetime, until: datetime, weights: Mapping[EventType, float],
                    max_items: int) -> Counter:
-        scores: Counter = Counter()
         window = edge.FieldCondition(key=TIME_KEY, range=edge.RangeFloat(gte=epoch_us(since), lte=epoch_us(until)))
-        for event_type, weight in positive_types(weights):
-            response = self._shard.shard.facet(edge.FacetRequest(
-                TYPED_ITEM_KEY, limit=max_items, exact=True,
-                filter=edge.Filter(must=[window, edge.FieldCondition(
-                    key=TYPED_ITEM_KEY, match=edge.MatchPrefix(type_prefix(event_type)))])))
-            for hit in response.hits:
-                scores[item_of(str(hit.value))] += weight * hit.count  # type: ignore[assignment]  # float weights
-        return scores
+        response = self._shard.shard.facet(edge.FacetRequest(TYPED_ITEM_KEY, limit=POPULARITY_FACET_LIMIT, exact=False,
+                                                             filter=edge.Filter(must=[window])))
+        return popularity_from_counts(((str(hit.value), hit.count) for hit in response.hits), weights, max_items)
 
 
 class EdgeStorage(Storage):

@@ -27,6 +27,7 @@ from recommender.storage.base import (
     FUSION_DEPTH,
     ITEM_ID_KEY,
     PAYLOAD_KEY,
+    POPULARITY_FACET_LIMIT,
     RRF_K,
     TIME_KEY,
     TYPED_ITEM_KEY,
@@ -46,12 +47,11 @@ from recommender.storage.base import (
     item_payload,
     item_vectors,
     page,
-    positive_types,
+    popularity_from_counts,
     require_condition,
     restricted,
     scored,
     stored_item,
-    type_prefix,
     upgraded_event_payload,
 )
 from recommender.storage.server_errors import translated
@@ -72,8 +72,7 @@ _SCHEMAS: dict[str, Any] = {
     "datetime": models.PayloadSchemaType.DATETIME,
     "text": models.PayloadSchemaType.TEXT,
     "uuid": models.PayloadSchemaType.UUID,
-    # events only (see storage/base.py)
-    "keyword_prefix": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, prefix=True),
+    # events' time: ranges and order only (see storage/base.py)
     "integer_range": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
 }
 
@@ -249,17 +248,11 @@ class ServerEventStore(EventStore):
 
     def popularity(self, since: datetime, until: datetime, weights: Mapping[EventType, float],
                    max_items: int) -> Counter:
-        scores: Counter = Counter()
         window = models.FieldCondition(key=TIME_KEY, range=models.Range(gte=epoch_us(since), lte=epoch_us(until)))
         with translated(self._location):
-            for event_type, weight in positive_types(weights):
-                response = self._client.facet(
-                    self._collection, key=TYPED_ITEM_KEY, limit=max_items, exact=True,
-                    facet_filter=models.Filter(must=[window, models.FieldCondition(
-                        key=TYPED_ITEM_KEY, match=models.MatchPrefix(prefix=type_prefix(event_type)))]))
-                for hit in response.hits:
-                    scores[item_of(str(hit.value))] += weight * hit.count  # type: ignore[assignment]  # float weights
-        return scores
+            response = self._client.facet(self._collection, key=TYPED_ITEM_KEY, limit=POPULARITY_FACET_LIMIT,
+                                          exact=False, facet_filter=models.Filter(must=[window]))
+        return popularity_from_counts(((str(hit.value), hit.count) for hit in response.hits), weights, max_items)
 
     def upgrade(self) -> int:
         """Layout 1 -> 2 in place (same ids), once per collection: its metadata records the layout.

@@ -349,6 +349,17 @@ def test_popularity_counts_positive_events_by_type_weight_within_the_window(stor
     assert scores == Counter({"a": 6.0, "b": 4.0})
 
 
+def test_popularity_takes_each_types_most_frequent_items_then_weighs_them(storage):
+    views = [event(f"v{n}", "a", 5) for n in range(3)] + [event(f"v{n}", "b", 5) for n in range(2)]
+    purchases = [event("p1", "c", 5, EventType.PURCHASE), event("p2", "b", 5, EventType.PURCHASE)]
+    storage.events.append(views + purchases)
+    weights = {EventType.VIEW: 1.0, EventType.PURCHASE: 5.0}
+    top_one = storage.events.popularity(NOW - timedelta(days=1), NOW, weights, max_items=1)
+    assert top_one == Counter({"a": 3.0, "b": 5.0}), "views: a (3); purchases: b and c tie at 1, b by id"
+    everything = storage.events.popularity(NOW - timedelta(days=1), NOW, weights, max_items=10)
+    assert everything == Counter({"a": 3.0, "b": 7.0, "c": 5.0})
+
+
 def test_item_ids_with_colons_and_microsecond_times_come_back_exactly(storage):
     """The stored event packs its type before its item ("like:view:x") and its time in whole microseconds."""
     moment = NOW - timedelta(minutes=3, microseconds=123_457)
