@@ -289,7 +289,8 @@ def events_part(args: argparse.Namespace) -> None:
               f"{grpc_cells}| {os.getloadavg()[0]:.1f} |", flush=True)
 
 
-def p4_rows(engine: Engine, users: int, calls: int, queries: np.ndarray, p3_search_p99: tuple[float, float]) -> str:
+def p4_rows(engine: Engine, users: int, calls: int, queries: np.ndarray, p3_search_p99: tuple[float, float],
+            popularity: bool = True) -> str:
     """Recommend cold (a user's first call: events, vectors, clustering) and warm (the same user
     again: the profile cache skips vectors and clustering), interleaved round by round with a
     plain Search so that every ratio compares calls made under the same load."""
@@ -314,8 +315,10 @@ def p4_rows(engine: Engine, users: int, calls: int, queries: np.ndarray, p3_sear
         "Recommend cold, filtered (10%)": first_call(
             lambda user: engine.recommend(RecommendQuery(user, limit=10, filter=category))),
         "GetProfile cold": first_call(engine.profile),
-        "Recommend, cold start (popularity)": lambda n: engine.recommend(RecommendQuery(f"new-user-{n}", limit=10)),
     }
+    if popularity:
+        rows["Recommend, cold start (popularity)"] = lambda n: engine.recommend(
+            RecommendQuery(f"new-user-{n}", limit=10))
     if 3 * (calls + 1) > users:
         raise SystemExit(f"--users must be at least {3 * (calls + 1)} for {calls} cold calls per row")
     for call in rows.values():
@@ -373,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events-per-user", type=int, default=200)
     parser.add_argument("--local-size", type=int, default=10_000, help="items for qdrant-client local mode")
     parser.add_argument("--no-local", action="store_true", help="skip qdrant-client local mode")
+    parser.add_argument("--no-popularity", action="store_true",
+                        help="skip what needs the popularity counts (the cold-start row, the facet read)")
     parser.add_argument("--part", choices=["all", "events"], default="all",
                         help="events: RecordEvents alone (raw Edge ceiling, engine, gRPC), --rounds times")
     parser.add_argument("--rounds", type=int, default=2, help="with --part events")
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({args.users * args.events_per_user:,} events in chunks of {EVENT_CHUNK}; goal >= 5,000/s); "
               f"raw qdrant-edge-py ceiling right after (bare points, same batch): {ceiling:,.0f}/s, "
               f"ratio {rate / ceiling:.2f}x; load average {os.getloadavg()[0]:.1f}\n")
-        heavy = p4_rows(engine, args.users, args.recommend_calls, queries, p4_search_p99)
+        heavy = p4_rows(engine, args.users, args.recommend_calls, queries, p4_search_p99, not args.no_popularity)
         print("\nWhere a Recommend's storage time goes (the store's reads alone, same run):\n")
         print("| read | p50 ms | p99 ms |")
         print("|---|---:|---:|")
@@ -442,9 +447,10 @@ def main(argv: list[str] | None = None) -> None:
                                               with_vectors=True),
             "seen item ids of the 5,000-event user (item id only)":
                 lambda n: events.recent_item_ids(heavy, 10_000, until=NOW),
-            f"popularity over {args.users * args.events_per_user:,} events (facets, uncached)":
-                lambda n: events.popularity(NOW - timedelta(days=30), NOW, {t: 1.0 for t in EventType}, 1000),
         }
+        if not args.no_popularity:
+            reads[f"popularity over {args.users * args.events_per_user:,} events (facets, uncached)"] = \
+                lambda n: events.popularity(NOW - timedelta(days=30), NOW, {t: 1.0 for t in EventType}, 1000)
         for name, call in reads.items():
             samples = latencies(call, max(20, args.queries // 5))
             print(f"| {name} | {p(samples, 50):.1f} | {p(samples, 99):.1f} |")
