@@ -12,7 +12,7 @@ import pytest
 import torch
 from open_clip.model import CLIP, CustomTextCLIP
 
-from service.embedding.spec import MODEL_CONFIG_DIR
+from service.embedding.loader import register_model_configs
 from service.embedding.text_tower import TextTower
 
 SIZE_KEYS = {"width", "heads", "layers", "mlp_ratio", "context_length", "vocab_size", "hf_tokenizer_name",
@@ -22,7 +22,7 @@ VOCAB = 1000
 
 
 def _registry() -> dict[str, dict]:
-    open_clip.add_model_config(MODEL_CONFIG_DIR)  # the loader registers the same folder
+    register_model_configs()  # once per process, as the loader does: each add grows open_clip's path list
     return {name: open_clip.get_model_config(name) for name in open_clip.list_models()}
 
 
