@@ -262,6 +262,9 @@ def part_p6(work: Path, inputs: Path, args) -> None:
         if "spin" in args.systems:
             servers.append(start_lookalike("Lookalike, OpenMP spinning (libgomp default)", work / "p6-spin",
                                            {"LOOKALIKE_OMP_WAIT_POLICY": "default"}, work / "p6-spin.log"))
+        if "onnx" in args.systems:
+            servers.append(start_lookalike("Lookalike, ONNX Runtime", work / "p6-onnx", {"LOOKALIKE_RUNTIME": "onnx"},
+                                           work / "p6-onnx.log"))
         if args.baseline:
             root = Path(args.baseline).resolve()
             servers.append(start_lookalike(f"Lookalike at {_revision(root)}", work / "p6-base", {},
@@ -370,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-items", type=int, default=256)
     parser.add_argument("--results", help="write P6's raw per-load results (JSON) here")
     parser.add_argument("--systems", default="lookalike,infinity,clip",
-                        help="P6 systems: lookalike, spin (Lookalike with libgomp's default wait), infinity, clip")
+                        help="P6 systems: lookalike, spin (Lookalike with libgomp's default wait), "
+                             "onnx (Lookalike with --runtime onnx), infinity, clip")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="P6: also run the Lookalike of another checkout (e.g. `git worktree add /tmp/base REV`), "
                              "to show a change against its parent in the same run")
