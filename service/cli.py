@@ -40,7 +40,8 @@ SERVE_FLAGS: dict[str, str] = {
     "pretrained": "open_clip weights tag, a checkpoint file, local-dir:/folder, or 'none' (random weights)",
     "device": "where the model runs",
     "precision": "model precision",
-    "runtime": "where the model stage runs: torch, or ONNX Runtime on towers exported once and cached (onnx)",
+    "runtime": "where the model stage runs: torch, ONNX Runtime on towers exported once and cached (onnx), or "
+               "ONNX Runtime for small batches and torch for large ones (hybrid)",
     "max_batch": "largest model batch",
     "torch_threads": "intra-op threads for a model batch (unset = the CPUs this process may use)",
     "max_batch_wait_ms": "at most how long an idle model waits for more inputs on their way to fill a batch",

@@ -55,9 +55,13 @@ class Settings(BaseSettings):
     # Where the model stage runs (service/embedding/onnx_towers.py): torch, or ONNX Runtime on
     # graphs exported from the loaded model once (CPU, fp32) and cached in onnx_cache_dir
     # (unset: <data_dir>/onnx). ONNX Runtime gets the same intra-op threads as torch and
-    # spins only when omp_wait_policy is active.
-    runtime: Literal["torch", "onnx"] = "torch"
+    # spins only when omp_wait_policy is active. hybrid loads both and runs a batch on ONNX
+    # Runtime when it has at most onnx_max_*_batch inputs (where ORT's lower per-op cost wins),
+    # on torch otherwise (full batches, where torch's GEMMs and fused attention win).
+    runtime: Literal["torch", "onnx", "hybrid"] = "torch"
     onnx_cache_dir: Path | None = None
+    onnx_max_image_batch: int = Field(2, ge=0)
+    onnx_max_text_batch: int = Field(8, ge=0)
 
     # Catalog
     data_dir: Path = Field(default_factory=default_data_dir)

@@ -66,6 +66,10 @@ class Metrics:
         batcher.observers.append(lambda tower, size, waited, ran: self.observe_inference(tower, size, ran, waited))
         self.registry.register(_QueueCollector(batcher))
 
+    def watch_embedder(self, embedder) -> None:
+        """Count model batches by the runtime that ran them (runtime hybrid picks one per batch)."""
+        self.registry.register(_BatchRuntimeCollector(embedder))
+
     @contextlib.contextmanager
     def catalog_call(self, operation: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -114,3 +118,17 @@ class _QueueCollector(Collector):
         yield CounterMetricFamily("lookalike_inference_queue_rejections",
                                   "Calls refused because the inference queue was full.",
                                   value=self._batcher.stats.rejected)
+
+
+class _BatchRuntimeCollector(Collector):
+    """The embedder's model batches by kind and runtime, read at scrape time."""
+
+    def __init__(self, embedder) -> None:
+        self._embedder = embedder
+
+    def collect(self):
+        batches = CounterMetricFamily("lookalike_model_batches", "Model batches by kind and the runtime that ran them.",
+                                      labels=["kind", "runtime"])
+        for (kind, runtime), count in sorted(dict(self._embedder.batches).items()):
+            batches.add_metric([kind, runtime], count)
+        yield batches

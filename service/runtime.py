@@ -58,7 +58,9 @@ class Dependencies:
                                  precision=settings.precision, max_batch=settings.max_batch, seed=settings.seed,
                                  max_image_pixels=settings.max_image_pixels, runtime=settings.runtime,
                                  onnx_cache_dir=settings.onnx_cache_path,
-                                 onnx_spinning=settings.omp_wait_policy == "active")
+                                 onnx_spinning=settings.omp_wait_policy == "active",
+                                 onnx_max_image_batch=settings.onnx_max_image_batch,
+                                 onnx_max_text_batch=settings.onnx_max_text_batch)
 
         return cls(load, storage_opener(settings), "embedded" if not settings.qdrant_url else settings.qdrant_url)
 
@@ -133,6 +135,7 @@ class Runtime:
                         max_queue=self._settings.max_queued_inputs),
             model_executor=self._inference_pool, preprocess_executor=self._preprocess_pool)
         self.metrics.watch_batcher(self.batcher)
+        self.metrics.watch_embedder(self.embedder)
         attempt = 0
         while True:
             try:

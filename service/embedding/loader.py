@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
-from service.embedding.embedder import ClipEmbedder
+from service.embedding.embedder import ClipEmbedder, HybridTowers, Towers
 from service.embedding.spec import MODEL_CONFIG_DIR, ModelSpec, WeightsKind
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,9 @@ _DEFAULT_HUB = "https://huggingface.co"
 # open_clip's config registry is process-wide; loads are serialised so two
 # servers in one process (tests) never interleave registration and creation.
 _LOAD_LOCK = threading.Lock()
-# Where stage 2 runs: torch, or ONNX Runtime on graphs exported from the same model.
-RUNTIMES = ("torch", "onnx")
+# Where stage 2 runs: torch, ONNX Runtime on graphs exported from the same model, or
+# hybrid: both loaded, ONNX Runtime for batches of at most onnx_max_*_batch inputs.
+RUNTIMES = ("torch", "onnx", "hybrid")
 
 
 class ModelLoadError(RuntimeError):
@@ -43,8 +44,11 @@ def load_embedder(
     runtime: str = "torch",
     onnx_cache_dir: Path | None = None,
     onnx_spinning: bool = False,
+    onnx_max_image_batch: int = 2,
+    onnx_max_text_batch: int = 8,
 ) -> ClipEmbedder:
-    """`runtime` onnx runs stage 2 on ONNX Runtime, exporting the towers into `onnx_cache_dir` once."""
+    """`runtime` onnx runs stage 2 on ONNX Runtime, exporting the towers into `onnx_cache_dir` once;
+    hybrid keeps torch too and runs batches larger than `onnx_max_*_batch` inputs on it."""
     if runtime not in RUNTIMES:
         raise ModelLoadError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     torch_device = _resolve_device(device)
@@ -60,18 +64,21 @@ def load_embedder(
     embedder = ClipEmbedder(model, preprocess, tokenizer, identity=spec.identity(seed), device=torch_device,
                             max_batch=max_batch, max_image_pixels=max_image_pixels)
     if runtime == "onnx":
-        _attach_onnx(embedder, onnx_cache_dir, onnx_spinning)
+        embedder.towers = _load_onnx(embedder, onnx_cache_dir, onnx_spinning)
+    elif runtime == "hybrid":
+        embedder.towers = HybridTowers(_load_onnx(embedder, onnx_cache_dir, onnx_spinning), embedder.towers,
+                                       max_small_images=onnx_max_image_batch, max_small_texts=onnx_max_text_batch)
     return embedder
 
 
-def _attach_onnx(embedder: ClipEmbedder, cache_dir: Path | None, spinning: bool) -> None:
+def _load_onnx(embedder: ClipEmbedder, cache_dir: Path | None, spinning: bool) -> Towers:
     from service.embedding.onnx_towers import OnnxRuntimeError, load_onnx_towers
 
     pixels, tokens = embedder.sample_inputs()
     try:
-        embedder.towers = load_onnx_towers(embedder.model, embedder.text_tower, identity=embedder.identity,
-                                           sample_pixels=pixels, sample_tokens=tokens, cache_dir=cache_dir,
-                                           threads=torch.get_num_threads(), spinning=spinning)
+        return load_onnx_towers(embedder.model, embedder.text_tower, identity=embedder.identity,
+                                sample_pixels=pixels, sample_tokens=tokens, cache_dir=cache_dir,
+                                threads=torch.get_num_threads(), spinning=spinning)
     except OnnxRuntimeError as error:
         raise ModelLoadError(str(error)) from error
 

@@ -223,6 +223,9 @@ class OnnxTowers:
     def texts(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text.encode(tokens)
 
+    def route(self, kind: str, size: int) -> OnnxTowers:
+        return self
+
 
 def load_onnx_towers(model: torch.nn.Module, text_tower: TextTower, *, identity: str, sample_pixels: torch.Tensor,
                      sample_tokens: torch.Tensor, cache_dir: Path | None, threads: int,

@@ -4,9 +4,13 @@ exported once per cache, served through a real server."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
+from prometheus_client import generate_latest
 
 from service.client import LookalikeClient, NewItem
 from service.embedding import ModelSpec, load_embedder
@@ -155,3 +159,55 @@ def test_a_served_onnx_model_answers_like_the_torch_server(tmp_path, onnx_cache,
             expected = {hit.id: hit.score for hit in client.search(text=query, limit=len(items))}
             assert found.keys() == expected.keys()
             assert max(abs(found[key] - expected[key]) for key in found) <= MAX_ABS
+
+
+@pytest.fixture(scope="session")
+def tiny_hybrid_embedder(onnx_cache, tiny_onnx_embedder):
+    """lookalike-tiny with both runtimes, from the export tiny_onnx_embedder left in the cache:
+    ORT for at most 2 images or 3 texts a batch, torch above."""
+    return load_embedder(ModelSpec.parse("lookalike-tiny", "none"), device="cpu", seed=0, max_batch=4,
+                         runtime="hybrid", onnx_cache_dir=onnx_cache, onnx_max_image_batch=2, onnx_max_text_batch=3)
+
+
+def test_hybrid_runs_small_batches_on_onnx_and_large_ones_on_torch_with_torch_vectors(tiny_embedder,
+                                                                                      tiny_hybrid_embedder):
+    embedder = tiny_hybrid_embedder
+    assert embedder.runtime == "hybrid" and not embedder.towers.small.exported  # the cache, not a second export
+    assert embedder.identity == tiny_embedder.identity
+    # max_batch 4: images in batches of 1, 2 (ORT), 3, 4 and 4 + 1 (torch, then ORT for the one left over).
+    for count, runs in ((1, ["onnx"]), (2, ["onnx"]), (3, ["torch"]), (4, ["torch"]), (5, ["torch", "onnx"])):
+        before = embedder.batches.copy()
+        images = _images(count)
+        assert_same_vectors(embedder.embed_images(images), tiny_embedder.embed_images(images))
+        assert embedder.batches - before == Counter(("image", runtime) for runtime in runs), count
+    # Texts: 3 (ORT), 4 (torch), 6 = 4 (torch) + 2 (ORT).
+    for texts, runs in ((TEXTS[:3], ["onnx"]), (TEXTS[:4], ["torch"]), (TEXTS, ["torch", "onnx"])):
+        before = embedder.batches.copy()
+        assert_same_vectors(embedder.embed_texts(texts), tiny_embedder.embed_texts(texts))
+        assert embedder.batches - before == Counter(("text", runtime) for runtime in runs), len(texts)
+
+
+def _served_batches(server) -> dict[tuple[str, str], float]:
+    exposition = generate_latest(server.server.metrics.registry).decode()
+    return {(kind, runtime): float(value) for kind, runtime, value in re.findall(
+        r'^lookalike_model_batches_total\{kind="(\w+)",runtime="(\w+)"\} (\S+)$', exposition, re.MULTILINE)}
+
+
+def test_a_served_hybrid_model_counts_batches_by_runtime(tmp_path, onnx_cache, tiny_hybrid_embedder, client):
+    """Through settings, as `lookalike serve --runtime hybrid` runs it; one call is one model batch here."""
+    settings = settings_for(tmp_path / "hybrid", runtime="hybrid", onnx_cache_dir=onnx_cache,
+                            onnx_max_image_batch=1, onnx_max_text_batch=2)
+    with ServerThread(settings, Dependencies.from_settings(settings)) as server, \
+            LookalikeClient(server.target, timeout=60) as hybrid_client:
+        assert _served_batches(server) == {}
+        served = [text for text in TEXTS if text]  # Embed refuses an empty text
+        for texts, images in ((served[:1], []), (served[:2], []), (served[:5], []), ([], _images(1)), ([], _images(3))):
+            mine = hybrid_client.embed(texts=texts, images=images)
+            reference = client.embed(texts=texts, images=images)
+            for got, expected in ((mine.text_vectors, reference.text_vectors),
+                                  (mine.image_vectors, reference.image_vectors)):
+                assert len(got) == len(expected)
+                if got:
+                    assert_same_vectors(np.asarray(got, dtype=np.float32), np.asarray(expected, dtype=np.float32))
+        assert _served_batches(server) == {("text", "onnx"): 2, ("text", "torch"): 1, ("image", "onnx"): 1,
+                                           ("image", "torch"): 1}
