@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import apply_thread_policy, print_table, sample_captions, sample_jpegs  # noqa: E402
 from bench.inprocess import Baselines  # noqa: E402
+from service.config import default_data_dir  # noqa: E402
 
 PEERS_HOME = Path(os.environ.get("PEERS_HOME", "/tmp/lookalike-peers"))
 ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6")
@@ -265,6 +266,12 @@ def part_p6(work: Path, inputs: Path, args) -> None:
         if "onnx" in args.systems:
             servers.append(start_lookalike("Lookalike, ONNX Runtime", work / "p6-onnx", {"LOOKALIKE_RUNTIME": "onnx"},
                                            work / "p6-onnx.log"))
+        if "hybrid" in args.systems:
+            # The user's export cache, as `lookalike serve` uses it: only a machine's first run exports.
+            cache = default_data_dir() / "onnx"
+            servers.append(start_lookalike("Lookalike, hybrid runtime", work / "p6-hybrid",
+                                           {"LOOKALIKE_RUNTIME": "hybrid", "LOOKALIKE_ONNX_CACHE_DIR": str(cache)},
+                                           work / "p6-hybrid.log"))
         if args.baseline:
             root = Path(args.baseline).resolve()
             servers.append(start_lookalike(f"Lookalike at {_revision(root)}", work / "p6-base", {},
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", help="write P6's raw per-load results (JSON) here")
     parser.add_argument("--systems", default="lookalike,infinity,clip",
                         help="P6 systems: lookalike, spin (Lookalike with libgomp's default wait), "
-                             "onnx (Lookalike with --runtime onnx), infinity, clip")
+                             "onnx (Lookalike with --runtime onnx), hybrid (--runtime hybrid), infinity, clip")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="P6: also run the Lookalike of another checkout (e.g. `git worktree add /tmp/base REV`), "
                              "to show a change against its parent in the same run")
